@@ -1,0 +1,456 @@
+"""The `fetcher` command: parse, build settings and clients, call the library, map errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TextIO, TypeVar
+
+import click
+from tqdm import tqdm
+
+from fetcher import __version__
+from fetcher import manifest as mf
+from fetcher.api import RestoreJobsClient
+from fetcher.config import DEFAULT_BASE_URL, Settings, load_credentials, normalise_base_url
+from fetcher.errors import ConfigError, FetcherError, ManifestError
+from fetcher.fetch import Fetcher, Target, WaitPolicy
+from fetcher.http import api_client, pull_client
+from fetcher.jobs import readiness
+from fetcher.manifest import JobRecord
+from fetcher.names import MANIFEST_NAME, choose_name
+from fetcher.redact import Redactor, origin
+from fetcher.retry import RetryPolicy
+from fetcher.storage import Destination
+from fetcher.transfer import Progress
+from fetcher.verify import verify, verify_exit_code
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Every secret that becomes known is added here, and every line we print is scrubbed with it.
+REDACTOR = Redactor()
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"fetcher: error: {REDACTOR.scrub(message)}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn every error into one line on stderr and its documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except FetcherError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; run the same command again to resume", 130)
+        except OSError as exc:
+            _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
+        except Exception as exc:
+            if os.environ.get("FETCHER_DEBUG"):
+                raise
+            _fail(
+                f"internal error ({type(exc).__name__}: {exc}); set FETCHER_DEBUG=1 for details", 1
+            )
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def api_options(func: Callable[P, R]) -> Callable[P, R]:
+    """Options every command that talks to the API shares."""
+    options = [
+        click.option(
+            "--group", "group", required=True, metavar="GROUP-ID", help="Project (group) id."
+        ),
+        click.option(
+            "--cluster",
+            required=True,
+            metavar="CLUSTER",
+            help="Cluster name (Atlas) or cluster id (Cloud Manager, Ops Manager).",
+        ),
+        click.option(
+            "--base-url",
+            envvar="FETCHER_BASE_URL",
+            default=DEFAULT_BASE_URL,
+            show_default=True,
+            help="API root; env FETCHER_BASE_URL.",
+        ),
+        click.option(
+            "--ca-cert",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Extra CA certificates (PEM), e.g. a private CA; env SSL_CERT_FILE.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            default=60.0,
+            show_default=True,
+            help="Seconds a connection may deliver nothing before the attempt is cut and retried.",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(min=0, max=100),
+            default=5,
+            show_default=True,
+            help="Consecutive failed attempts retried (the count resets whenever bytes arrive).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fetcher")
+def main() -> None:
+    """Download and verify MongoDB restore archives (Atlas, Cloud Manager, Ops Manager).
+
+    Credentials come from MONGODB_ATLAS_PUBLIC_API_KEY and MONGODB_ATLAS_PRIVATE_API_KEY
+    (or MCLI_PUBLIC_API_KEY/MCLI_PRIVATE_API_KEY, or ~/.netrc), never from the command line.
+    Exit codes: 0 all verified, 1 error, 2 usage, 3 incomplete, 4 integrity failure.
+    """
+
+
+def _settings(
+    base_url: str, ca_cert: Path | None, timeout: float, retries: int, parallel: int = 4
+) -> Settings:
+    return Settings(
+        base_url=normalise_base_url(base_url),
+        timeout=timeout,
+        retries=retries,
+        parallel=parallel,
+        ca_cert=ca_cert,
+    )
+
+
+def _api(settings: Settings) -> tuple[Any, RestoreJobsClient]:
+    credentials = load_credentials(os.environ, settings.base_url)
+    REDACTOR.add(credentials.private_key)
+    http = api_client(settings, credentials)
+    return http, RestoreJobsClient(
+        http, settings.base_url, policy=RetryPolicy(retries=settings.retries)
+    )
+
+
+@main.command("list")
+@api_options
+@click.option("--batch", "batch_id", metavar="BATCH-ID", help="Only the jobs of this batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@handle_errors
+def list_command(
+    group: str,
+    cluster: str,
+    base_url: str,
+    ca_cert: Path | None,
+    timeout: float,
+    retries: int,
+    batch_id: str | None,
+    as_json: bool,
+) -> None:
+    """List restore jobs with their delivery status (no pull-URL tokens are shown)."""
+    settings = _settings(base_url, ca_cert, timeout, retries)
+    http, api = _api(settings)
+    with http:
+        jobs = api.list_jobs(group, cluster, batch_id)
+    now = datetime.now(UTC)
+    rows = []
+    for job in jobs:
+        REDACTOR.add_url(job.delivery.url)
+        REDACTOR.add(job.delivery.bearer)
+        state, reason = readiness(job, now)
+        try:
+            name = choose_name(job.name_candidates())
+        except FetcherError:
+            name = ""
+        rows.append(
+            {
+                "id": job.id,
+                "batchId": job.batch_id,
+                "fileName": name,
+                "statusName": job.status,
+                "deliveryStatus": job.delivery.status,
+                "deliveryMethod": job.delivery.method,
+                "expires": _iso(job.delivery.expires),
+                "readiness": state,
+                "reason": reason,
+                "sha1": job.sha1,
+                "pullHost": origin(job.delivery.url) if job.delivery.url else None,
+                "snapshotId": job.snapshot_id,
+                "created": job.created,
+            }
+        )
+    if as_json:
+        doc = {"groupId": group, "cluster": cluster, "batchId": batch_id, "jobs": rows}
+        click.echo(REDACTOR.scrub(json.dumps(doc, indent=2)))
+        return
+    if not rows:
+        click.echo("no restore jobs")
+        return
+    headers = ("JOB ID", "FILE", "JOB", "DELIVERY", "EXPIRES", "DOWNLOADABLE")
+    table = [headers] + [
+        (
+            r["id"],
+            r["fileName"] or "-",
+            r["statusName"],
+            r["deliveryStatus"],
+            r["expires"] or "-",
+            "yes" if r["readiness"] == "ready" else r["reason"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(headers) - 1)]
+    for row in table:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=False)] + [str(row[-1])]
+        click.echo(REDACTOR.scrub("  ".join(cells).rstrip()))
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z") if when else None
+
+
+@main.command("fetch")
+@api_options
+@click.option("--batch", "batch_id", metavar="BATCH-ID", help="Fetch every job of this batch.")
+@click.option("--job", "job_id", metavar="JOB-ID", help="Fetch one (replica set) job.")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the archives and manifest.json [default: ./BATCH-ID or ./JOB-ID].",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 32),
+    default=4,
+    show_default=True,
+    help="Archives downloaded at once.",
+)
+@click.option("--wait", is_flag=True, help="Poll until every job is ready (or can never be).")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds between polls with --wait (requests stay under 100 a minute).",
+)
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=0),
+    default=6 * 3600.0,
+    show_default=True,
+    help="Seconds to keep waiting with --wait.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars and no per-job lines.")
+@handle_errors
+def fetch_command(
+    group: str,
+    cluster: str,
+    base_url: str,
+    ca_cert: Path | None,
+    timeout: float,
+    retries: int,
+    batch_id: str | None,
+    job_id: str | None,
+    dest: Path | None,
+    parallel: int,
+    wait: bool,
+    poll_interval: float,
+    wait_timeout: float,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Download, verify and record every archive of a batch (or one job)."""
+    if bool(batch_id) == bool(job_id):
+        raise click.UsageError("give exactly one of --batch BATCH-ID or --job JOB-ID")
+    settings = _settings(base_url, ca_cert, timeout, retries, parallel)
+    target = Target(group=group, cluster=cluster, batch_id=batch_id, job_id=job_id)
+    dest = dest or Path.cwd() / str(batch_id or job_id)
+    if dest.name in ("", ".", "..") and (batch_id or job_id or "").strip(".") == "":
+        raise ConfigError("give --dest: the batch or job id is not a usable directory name")
+    http, api = _api(settings)
+    reporter = TerminalReporter(
+        bars=not quiet and sys.stderr.isatty(),
+        lines=None if quiet else (sys.stderr if as_json else sys.stdout),
+    )
+    with Destination(dest) as destination, http, pull_client(settings) as pull:
+        destination.lock()
+        fetcher = Fetcher(
+            api,
+            pull,
+            destination,
+            target,
+            reporter=reporter,
+            redactor=REDACTOR,
+            policy=RetryPolicy(retries=retries),
+            parallel=parallel,
+            wait=WaitPolicy(enabled=wait, poll_interval=poll_interval, timeout=wait_timeout),
+        )
+        try:
+            result = fetcher.run()
+        finally:
+            reporter.close()
+    code = mf.exit_code(result.jobs)
+    if as_json:
+        click.echo(REDACTOR.scrub(json.dumps(result.to_json(), indent=2)))
+    elif not quiet:
+        click.echo(_summary(result.jobs, dest / MANIFEST_NAME, code))
+    sys.exit(code)
+
+
+def _summary(jobs: tuple[JobRecord, ...], where: Path, code: int) -> str:
+    counts = {o: sum(1 for j in jobs if j.outcome == o) for o in mf.OUTCOMES}
+    text = ", ".join(f"{n} {o}" for o, n in counts.items() if n or o == "verified")
+    meaning = {0: "complete", 1: "error", 3: "incomplete", 4: "integrity failure"}[code]
+    return f"{text}; manifest: {where} (exit {code}: {meaning})"
+
+
+@main.command("verify")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only problems.")
+@handle_errors
+def verify_command(directory: Path, as_json: bool, quiet: bool) -> None:
+    """Re-hash every archive named in DIR/manifest.json, offline."""
+    with Destination(directory, create=False) as dest:
+        manifest = mf.load(dest)
+        if manifest is None:
+            raise ManifestError(f"no {MANIFEST_NAME} in {directory}")
+        checks = verify(dest, manifest)
+    code = verify_exit_code(checks)
+    if as_json:
+        doc = {
+            "directory": str(directory),
+            "batchId": manifest.batch_id,
+            "exitCode": code,
+            "archives": [
+                {"jobId": c.job_id, "name": c.name or None, "status": c.status, "detail": c.detail}
+                for c in checks
+            ],
+        }
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for c in checks:
+            if c.status != "ok" or not quiet:
+                label = c.name or f"job {c.job_id}"
+                click.echo(f"{c.status:<13} {label}: {c.detail}")
+        ok = sum(1 for c in checks if c.status == "ok")
+        click.echo(f"{ok} of {len(checks)} archives intact (exit {code})")
+    sys.exit(code)
+
+
+class TerminalReporter:
+    """Progress bars (tqdm) on stderr when it is a terminal, and one line per finished job."""
+
+    def __init__(self, *, bars: bool, lines: TextIO | None) -> None:
+        self._bars_on, self._lines = bars, lines
+        self._lock = threading.Lock()
+        self._bars: dict[str, tqdm[Any]] = {}
+        self._done: dict[str, tuple[int, int | None]] = {}
+        self._total: tqdm[Any] | None = None
+
+    def progress(self, name: str) -> Progress:
+        """Return a callback that moves the archive's bar and the total bar."""
+        if not self._bars_on:
+            return _ignore_progress
+
+        def update(done: int, total: int | None) -> None:
+            with self._lock:
+                bar = self._bars.get(name)
+                if bar is None:
+                    if self._total is None:
+                        self._total = _bar("total", None, 0)
+                    bar = self._bars[name] = _bar(name, total, len(self._bars) + 1)
+                self._done[name] = (done, total)
+                _move(bar, done, total)
+                known = [t for _, t in self._done.values()]
+                grand = sum(t for t in known if t) if all(known) else None
+                _move(self._total, sum(d for d, _ in self._done.values()), grand)
+
+        return update
+
+    def finished(self, record: JobRecord) -> None:
+        """Print the job's outcome above the bars."""
+        with self._lock:
+            name = record.files[0].name if record.files else str(record.info.get("fileName", ""))
+            bar = self._bars.pop(name, None)
+            if bar is not None:
+                bar.close()
+            if self._lines is not None:
+                tqdm.write(REDACTOR.scrub(_line(record)), file=self._lines)
+
+    def note(self, text: str) -> None:
+        """Show a remark on stderr."""
+        with self._lock:
+            tqdm.write(f"fetcher: {REDACTOR.scrub(text)}", file=sys.stderr)
+
+    def close(self) -> None:
+        """Remove every bar."""
+        with self._lock:
+            for bar in self._bars.values():
+                bar.close()
+            if self._total is not None:
+                self._total.close()
+
+
+def _ignore_progress(done: int, total: int | None) -> None:
+    return None
+
+
+def _bar(name: str, total: int | None, position: int) -> tqdm[Any]:
+    return tqdm(
+        total=total,
+        desc=name,
+        position=position,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        leave=False,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.2,
+    )
+
+
+def _move(bar: tqdm[Any] | None, done: int, total: int | None) -> None:
+    if bar is None:
+        return
+    if total is not None and bar.total != total:
+        bar.total = total
+    bar.update(done - bar.n)
+
+
+def _line(record: JobRecord) -> str:
+    if record.files:
+        f = record.files[0]
+        extra = f", {record.attempts} attempts" if record.attempts > 1 else ""
+        if record.resumed_bytes:
+            extra += f", {_size(record.resumed_bytes)} resumed"
+        what = f"{f.name}  {_size(f.size)}  sha1 {f.sha1}"
+        return f"{record.outcome:<10} {what}  ({record.reason}{extra})"
+    name = record.info.get("fileName")
+    label = f"job {record.id}" + (f" ({name})" if name else "")
+    return f"{record.outcome:<10} {label}: {record.reason}"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
+        value /= 1024
+    return f"{n} B"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

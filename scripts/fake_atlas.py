@@ -1,0 +1,599 @@
+#!/usr/bin/env python3
+"""A local, stdlib-only stand-in for the MongoDB restore-jobs API and its pull host."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import email.utils
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+import tarfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+API_ROOT = "/api/atlas/v1.0"
+REALM = "MMS Public API"
+CHUNK = 1 << 20
+# A fixed snapshot time keeps archive names stable across runs, so big files are reused.
+SNAPSHOT_EPOCH = 1_700_000_000
+OTHER_EPOCH = SNAPSHOT_EPOCH - 86_400
+PULL_RE = re.compile(r"^/backup/restore/v2/pull/([^/]+)/([^/]+)/([^/]+)$")
+DIGEST_RE = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]*))')
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def iso(when: dt.datetime) -> str:
+    """Format a UTC datetime the way the API does."""
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def hex_id(*parts: str) -> str:
+    """Derive a stable 24-hex-char id, so job ids survive a server restart like real ones."""
+    return hashlib.sha1(":".join(parts).encode()).hexdigest()[:24]
+
+
+def md5(text: str) -> str:
+    """Hex MD5, the only hash RFC 2617 Digest with algorithm=MD5 knows."""
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def stamp(epoch: int) -> str:
+    """Snapshot-like stamp used in archive file names."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def restore_info(cluster: str, rs_name: str, epoch: int) -> bytes:
+    """Text shaped like the restoreInfo.txt MongoDB puts in every archive."""
+    when = dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%a %b %d %H:%M:%S GMT %Y")
+    return (
+        "Restore Information\n"
+        f"Cluster Name: {cluster}\n"
+        f"Replica Set: {rs_name}\n"
+        f"Snapshot timestamp: {when}\n"
+        f"Last Oplog Applied: {when} ({epoch}, 1)\n"
+        "MongoDB Version: 7.0.12\n"
+        "Startup Options: {\n"
+        '  "net": { "bindIp": "0.0.0.0", "port": 27017 },\n'
+        f'  "replication": {{ "replSetName": "{rs_name}" }},\n'
+        '  "storage": { "dbPath": "/data/db", "engine": "wiredTiger" }\n'
+        "}\n"
+    ).encode()
+
+
+def make_archive(path: Path, cluster: str, rs_name: str, epoch: int, size: int) -> None:
+    """Write a real tar.gz of about `size` bytes unless one already exists at `path`."""
+    if path.exists():
+        return
+    print(f"fake-atlas: generating {path.name} ({size} bytes)", file=sys.stderr, flush=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    info = restore_info(cluster, rs_name, epoch)
+    # Tar headers, padding and the end-of-archive blocks add a few KiB; aim near `size`.
+    data_len = max(0, size - 8192)
+    # Level 0 (stored deflate blocks): random data does not compress anyway, and level 1
+    # would make a 1 GiB bench archive take half a minute instead of a few seconds.
+    try:
+        # Naming the final path keeps the temp name out of the gzip header.
+        with (
+            tmp.open("wb") as raw,
+            Path("/dev/urandom").open("rb") as rnd,
+            tarfile.open(path, "w:gz", raw, compresslevel=0) as tar,
+        ):
+            for name, length, src in (
+                ("restoreInfo.txt", len(info), io.BytesIO(info)),
+                (f"collection-0-{epoch}.wt", data_len, rnd),  # tarfile copies in chunks
+            ):
+                member = tarfile.TarInfo(name)
+                member.size, member.mtime, member.mode = length, epoch, 0o600
+                tar.addfile(member, cast(BinaryIO, src))
+        # Rename last so an interrupted run never leaves a half archive that later runs reuse.
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def sha1_of(path: Path) -> str:
+    """Stream a file through SHA1."""
+    digest = hashlib.sha1()
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Job:
+    """One restore job and the pull-side state that goes with it."""
+
+    id: str
+    batch_id: str
+    file_name: str
+    path: Path | None
+    expired: bool = False
+    sha1: str = ""
+    size: int = 0
+    mtime: float = 0.0
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    auth_value: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    delivery_status: str = "READY"
+    downloads: int = 0
+    bytes_sent: int = 0
+    requests: int = 0
+    completed: int = 0
+
+
+class State:
+    """Everything both listeners share; `lock` guards counters and delivery status."""
+
+    def __init__(self, args: argparse.Namespace, jobs: list[Job]) -> None:
+        self.args, self.jobs = args, jobs
+        self.by_id = {job.id: job for job in jobs}
+        self.lock = threading.Lock()
+        self.nonces: OrderedDict[str, None] = OrderedDict()
+        self.api_base = ""
+        self.pull_base = ""
+        self.created = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20)
+
+    def pull_url(self, job: Job) -> str:
+        """Where the job's archive can be fetched."""
+        if self.args.pull_base:
+            return f"{self.pull_base}/{job.file_name}"
+        return f"{self.pull_base}/backup/restore/v2/pull/{job.id}/{job.token}/{job.file_name}"
+
+    def render(self, job: Job) -> dict[str, Any]:
+        """The job as the API returns it."""
+        a = self.args
+        now = dt.datetime.now(dt.UTC)
+        expires = now - dt.timedelta(days=3) if job.expired else now + dt.timedelta(hours=2)
+        epoch = OTHER_EPOCH if job.batch_id != a.batch else SNAPSHOT_EPOCH
+        delivery: dict[str, Any] = {
+            "methodName": "HTTP",
+            "statusName": job.delivery_status,
+            "expires": iso(expires),
+            "expirationHours": 2,
+            "maxDownloads": a.max_downloads,
+        }
+        if a.bearer:
+            delivery.update(urlV2=self.pull_url(job), authHeader="Authorization")
+            delivery.update(authBearer="Bearer", authValue=job.auth_value)
+        else:
+            delivery["url"] = self.pull_url(job)
+        with self.lock:
+            hidden = job.expired or (a.late_hashes and job.completed == 0)
+        hashes = [{"fileName": job.file_name, "hash": job.sha1, "typeName": "SHA1"}]
+        return {
+            "id": job.id,
+            "batchId": job.batch_id,
+            "clusterId": hex_id("cluster", a.group, a.cluster),
+            "clusterName": a.cluster,
+            "groupId": a.group,
+            "snapshotId": hex_id("snapshot", job.batch_id, job.file_name),
+            "created": iso(self.created),
+            "timestamp": {"date": iso(dt.datetime.fromtimestamp(epoch, dt.UTC)), "increment": 1},
+            "pointInTime": False,
+            "encryptionEnabled": False,
+            "links": [{"rel": "self", "href": f"{self.list_url()}/{job.id}"}],
+            "statusName": "FINISHED",
+            "delivery": delivery,
+            "hashes": [] if hidden else hashes,
+        }
+
+    def list_url(self) -> str:
+        """Absolute URL of the restore-jobs collection."""
+        return f"{self.api_base}/groups/{self.args.group}/clusters/{self.args.cluster}/restoreJobs"
+
+
+class Server(ThreadingHTTPServer):
+    """A threading HTTP server that carries the shared state."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], state: State, port: int) -> None:
+        super().__init__(("127.0.0.1", port), handler)
+        self.state = state
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Common plumbing: keep-alive, JSON replies, quiet logs."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as httpx pools connections
+    server_version = "fake-atlas/1.0"
+    timeout = 120
+
+    @property
+    def state(self) -> State:
+        """The shared state."""
+        return cast(Server, self.server).state
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log only with --verbose, and never the path token."""
+        if self.state.args.verbose:
+            line = re.sub(r"(/pull/[^/]+/)[^/]+/", r"\1***/", format % args)
+            sys.stderr.write(f"fake-atlas: {self.address_string()} {line}\n")
+
+    def send_json(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+        """Send a complete JSON response."""
+        data = json.dumps(body, indent=1).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def send_error_json(
+        self, status: int, reason: str, detail: str, code: str, **headers: str
+    ) -> None:
+        """Send an error in the Atlas error shape."""
+        body = {"error": status, "reason": reason, "detail": detail, "errorCode": code}
+        self.send_json(status, body, {k.replace("_", "-"): v for k, v in headers.items()})
+
+    def do_HEAD(self) -> None:
+        """Answer HEAD like GET without a body (never counted as a download)."""
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        """Overridden by each listener."""
+        raise NotImplementedError
+
+
+class ApiHandler(Handler):
+    """The restore-jobs API behind HTTP Digest auth."""
+
+    def challenge(self, stale: bool = False) -> None:
+        """Reply 401 with a fresh Digest challenge."""
+        nonce = secrets.token_hex(16)
+        with self.state.lock:
+            self.state.nonces[nonce] = None
+            while len(self.state.nonces) > 4096:
+                self.state.nonces.popitem(last=False)
+        header = (
+            f'Digest realm="{REALM}", domain="", nonce="{nonce}", algorithm=MD5, '
+            f'qop="auth", stale={"true" if stale else "false"}'
+        )
+        self.send_error_json(
+            401, "Unauthorized", "You are not authorized for this resource.",
+            "NOT_ORG_GROUP_CREATOR", WWW_Authenticate=header,
+        )  # fmt: skip
+
+    def authorized(self) -> bool:
+        """Check the Digest response; send a challenge and return False if it is wrong."""
+        header = self.headers.get("Authorization", "")
+        if not header.lower().startswith("digest "):
+            self.challenge()
+            return False
+        p = {m[1].lower(): m[2] or m[3] for m in DIGEST_RE.finditer(header[7:])}
+        a = self.state.args
+        ha1 = md5(f"{a.public_key}:{REALM}:{a.private_key}")
+        ha2 = md5(f"{self.command}:{p.get('uri', '')}")
+        fields = [p.get(k, "") for k in ("nonce", "nc", "cnonce", "qop")]
+        expected = md5(":".join([ha1, *fields, ha2]))
+        ok = (
+            p.get("username") == a.public_key
+            and p.get("realm") == REALM
+            and p.get("qop") == "auth"
+            and p.get("algorithm", "MD5").upper() == "MD5"
+            and p.get("uri") == self.path  # the hash must cover this very request
+            and hmac.compare_digest(expected, p.get("response", ""))
+        )
+        with self.state.lock:
+            known = p.get("nonce") in self.state.nonces
+        if ok and known:
+            return True
+        self.challenge(stale=ok)  # a good hash on a nonce we forgot only needs a retry
+        return False
+
+    def do_GET(self) -> None:
+        """Route an API request."""
+        if not self.authorized():
+            return
+        url = urlsplit(self.path)
+        parts = url.path.removeprefix(API_ROOT).strip("/").split("/")
+        a = self.state.args
+        if (
+            not url.path.startswith(API_ROOT + "/")
+            or len(parts) not in (5, 6)
+            or [parts[0], parts[2], parts[4]] != ["groups", "clusters", "restoreJobs"]
+        ):
+            self.send_error_json(404, "Not Found", "No such resource.", "RESOURCE_NOT_FOUND")
+        elif parts[1] != a.group:
+            detail = f"No group with ID {parts[1]} exists."
+            self.send_error_json(404, "Not Found", detail, "GROUP_NOT_FOUND")
+        elif parts[3] != a.cluster:
+            detail = f"No cluster named {parts[3]} exists in group {a.group}."
+            self.send_error_json(404, "Not Found", detail, "CLUSTER_NOT_FOUND")
+        elif len(parts) == 6:
+            job = self.state.by_id.get(parts[5])
+            if job is None:
+                detail = f"No restore job with ID {parts[5]} exists in group {a.group}."
+                self.send_error_json(404, "Not Found", detail, "RESTORE_JOB_NOT_FOUND")
+            else:
+                self.send_json(200, self.state.render(job))
+        else:
+            self.list_jobs(parse_qs(url.query))
+
+    def list_jobs(self, query: dict[str, list[str]]) -> None:
+        """One page of the (optionally batch-filtered) job list."""
+        cap = self.state.args.page_size
+        try:
+            page = int(query.get("pageNum", ["1"])[0])
+            per_page = min(int(query.get("itemsPerPage", [str(cap)])[0]), cap)
+        except ValueError:
+            page = per_page = 0
+        if page < 1 or per_page < 1:
+            detail = "pageNum and itemsPerPage must be positive integers."
+            self.send_error_json(400, "Bad Request", detail, "INVALID_QUERY_PARAMETER")
+            return
+        batch = query.get("batchId", [None])[0]
+        jobs = [j for j in self.state.jobs if batch is None or j.batch_id == batch]
+        start = (page - 1) * per_page
+
+        def link(rel: str, num: int) -> dict[str, str]:
+            params = {"batchId": batch} if batch is not None else {}
+            params.update(pageNum=str(num), itemsPerPage=str(per_page))
+            return {"rel": rel, "href": f"{self.state.list_url()}?{urlencode(params)}"}
+
+        links = [link("self", page)]
+        if page > 1:
+            links.append(link("previous", page - 1))
+        if start + per_page < len(jobs):
+            links.append(link("next", page + 1))
+        results = [self.state.render(j) for j in jobs[start : start + per_page]]
+        self.send_json(200, {"results": results, "totalCount": len(jobs), "links": links})
+
+
+class PullHandler(Handler):
+    """Serves archives with ranges, validators and download limits, plus /_stats."""
+
+    def do_GET(self) -> None:
+        """Serve /_stats or an archive."""
+        state = self.state
+        if self.path == "/_stats":
+            with state.lock:
+                jobs = {
+                    j.id: {
+                        "fileName": j.file_name, "downloadsStarted": j.downloads,
+                        "bytesSent": j.bytes_sent, "requests": j.requests,
+                        "completed": j.completed, "deliveryStatus": j.delivery_status,
+                    }
+                    for j in state.jobs
+                }  # fmt: skip
+                total = sum(j.bytes_sent for j in state.jobs)
+            self.send_json(200, {"jobs": jobs, "totalBytesSent": total})
+            return
+        m = PULL_RE.match(urlsplit(self.path).path)
+        job = state.by_id.get(m[1]) if m else None
+        if (
+            m is None
+            or job is None
+            or not hmac.compare_digest(m[2], job.token)
+            or m[3] != job.file_name
+        ):
+            self.send_error_json(404, "Not Found", "No such file.", "NOT_FOUND")
+            return
+        with state.lock:
+            job.requests += 1
+        bearer = f"Bearer {job.auth_value}"
+        if state.args.bearer and not hmac.compare_digest(
+            self.headers.get("Authorization", ""), bearer
+        ):
+            detail = "A valid bearer token is required."
+            self.send_error_json(
+                401, "Unauthorized", detail, "UNAUTHORIZED", WWW_Authenticate="Bearer"
+            )
+            return
+        if job.expired or job.path is None:
+            self.send_error_json(410, "Gone", "This restore link has expired.", "EXPIRED")
+            return
+        self.serve_file(job)
+
+    def byte_range(self, job: Job) -> tuple[int, int, bool] | None:
+        """The inclusive (start, end) to send and whether it is a 206; None if unsatisfiable."""
+        header = self.headers.get("Range")
+        match = RANGE_RE.match(header.replace(" ", "")) if header else None
+        if_range = self.headers.get("If-Range")
+        etag, last_modified = f'"{job.sha1}"', email.utils.formatdate(job.mtime, usegmt=True)
+        # A stale validator means the client's partial file is another version: send it all.
+        # Multi-range and malformed headers are ignored too, as RFC 7233 allows.
+        if match is None or (if_range is not None and if_range not in (etag, last_modified)):
+            return 0, job.size - 1, False
+        first, last = match[1], match[2]
+        if not first:  # suffix range: the last N bytes
+            if not last or int(last) == 0:
+                return None
+            return max(0, job.size - int(last)), job.size - 1, True
+        start = int(first)
+        end = min(int(last), job.size - 1) if last else job.size - 1
+        if start >= job.size or end < start:
+            return None
+        return start, end, True
+
+    def serve_file(self, job: Job) -> None:
+        """Send the whole archive or one range of it."""
+        state, total = self.state, job.size
+        span = self.byte_range(job)
+        if span is None:
+            detail = "Requested range not satisfiable."
+            self.send_error_json(416, "Range Not Satisfiable", detail, "INVALID_RANGE",
+                                 Content_Range=f"bytes */{total}")  # fmt: skip
+            return
+        start, end, partial = span
+        counts = self.command == "GET" and start == 0
+        with state.lock:
+            limit = state.args.max_downloads
+            if counts and limit and job.downloads >= limit:
+                job.delivery_status = "MAX_DOWNLOADS_EXCEEDED"
+            exceeded = job.delivery_status == "MAX_DOWNLOADS_EXCEEDED"
+            if counts and not exceeded:
+                job.downloads += 1
+        if exceeded:
+            detail = "The maximum number of downloads for this restore has been reached."
+            self.send_error_json(410, "Gone", detail, "MAX_DOWNLOADS_EXCEEDED")
+            return
+        self.send_response(206 if partial else 200)
+        self.send_header("Content-Type", "application/gzip")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("ETag", f'"{job.sha1}"')
+        self.send_header("Last-Modified", email.utils.formatdate(job.mtime, usegmt=True))
+        self.send_header("Accept-Ranges", "bytes")
+        if partial:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
+        self.end_headers()
+        if self.command == "HEAD" or job.path is None:
+            return
+        pos = start
+        try:
+            with job.path.open("rb") as f:
+                f.seek(start)
+                while pos <= end and (block := f.read(min(CHUNK, end + 1 - pos))):
+                    self.wfile.write(block)
+                    pos += len(block)
+                    with state.lock:
+                        job.bytes_sent += len(block)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True  # the client went away mid-body; that is allowed
+            return
+        if pos != end + 1:
+            self.close_connection = True  # the file shrank under us: a short body must end it
+        elif pos == total:
+            with state.lock:
+                job.completed += 1  # the last byte went out: hashes may now be published
+
+
+def build_jobs(args: argparse.Namespace) -> list[Job]:
+    """Create or reuse the archives and describe the jobs that serve them."""
+    archives: Path = args.archives
+    archives.mkdir(parents=True, exist_ok=True)
+    c, batch, tag = args.cluster, args.batch, stamp(SNAPSHOT_EPOCH)
+    specs = [(f"{c}-shard-{i}", f"{c}-shard-{i}-{tag}.tar.gz") for i in range(args.shards)]
+    specs.append((f"{c}-config", f"{c}-config-{tag}.tar.gz"))
+    for rs_name, name in specs:
+        make_archive(archives / name, c, rs_name, SNAPSHOT_EPOCH, args.size)
+    jobs = [Job(hex_id("job", batch, name), batch, name, archives / name) for _, name in specs]
+    # Another batch of the same cluster: a client that forgets to filter downloads this too.
+    other_batch = hex_id("batch", batch)
+    other_name = f"{c}-shard-0-{stamp(OTHER_EPOCH)}.tar.gz"
+    make_archive(archives / other_name, c, f"{c}-shard-0", OTHER_EPOCH, 64 << 10)
+    other = Job(
+        hex_id("job", other_batch, other_name), other_batch, other_name, archives / other_name
+    )
+    jobs.insert(min(2, len(jobs)), other)  # mid-list, so it lands on a later page unfiltered
+    if args.expired_job:
+        name = f"{c}-shard-{args.shards}-{tag}.tar.gz"
+        expired = Job(hex_id("job", batch, name), batch, name, None, expired=True)
+        expired.delivery_status = "EXPIRED"
+        jobs.append(expired)
+
+    def describe(job: Job) -> None:
+        assert job.path is not None
+        job.sha1, st = sha1_of(job.path), job.path.stat()
+        job.size, job.mtime = st.st_size, st.st_mtime
+
+    # hashlib drops the GIL on big buffers, so hashing GiB archives in parallel pays off.
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        list(pool.map(describe, [j for j in jobs if j.path is not None]))
+    return jobs
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--state-dir", type=Path, required=True, help="where server.json goes")
+    p.add_argument("--api-port", type=int, default=0)
+    p.add_argument("--pull-port", type=int, default=0)
+    p.add_argument("--group", default="5f0c0ffee0000000000000aa")
+    p.add_argument("--cluster", default="Cluster0")
+    p.add_argument("--batch", default="6a1b2c3d4e5f60718293a4b5")
+    p.add_argument("--shards", type=int, default=3)
+    p.add_argument("--size", type=int, default=4 << 20, help="bytes per archive")
+    p.add_argument("--page-size", type=int, default=2, help="default and max itemsPerPage")
+    p.add_argument("--public-key", default="demo-public")
+    p.add_argument("--private-key", default="demo-private-key")
+    p.add_argument("--pull-base", help="serve no archives; put this base in delivery URLs")
+    p.add_argument("--archives", type=Path, help="archive directory (default STATE/archives)")
+    p.add_argument("--late-hashes", action="store_true", help="publish hashes after download")
+    p.add_argument("--bearer", action="store_true", help="Ops Manager urlV2 + bearer token")
+    p.add_argument("--max-downloads", type=int, default=0, help="0 = unlimited")
+    p.add_argument("--expired-job", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--verbose", action="store_true", help="log requests (tokens redacted)")
+    args = p.parse_args(argv)
+    if args.shards < 1 or args.size < 0 or args.page_size < 1 or args.max_downloads < 0:
+        p.error("--shards and --page-size must be >= 1; --size, --max-downloads >= 0")
+    args.archives = args.archives or args.state_dir / "archives"
+    args.pull_base = args.pull_base.rstrip("/") if args.pull_base else None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate data, serve both listeners, write server.json, wait for a signal."""
+    args = parse_args(argv)
+    state_dir: Path = args.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    info_path = state_dir / "server.json"
+    # Whoever waits for server.json must not read a previous run's while archives generate.
+    info_path.unlink(missing_ok=True)
+    # Until we serve, SIGTERM just exits, but through make_archive's cleanup of its temp file.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    state = State(args, build_jobs(args))
+    servers = [Server(ApiHandler, state, args.api_port)]
+    if args.pull_base is None:
+        servers.append(Server(PullHandler, state, args.pull_port))
+    state.api_base = f"http://127.0.0.1:{servers[0].server_address[1]}{API_ROOT}"
+    state.pull_base = args.pull_base or f"http://127.0.0.1:{servers[-1].server_address[1]}"
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    for server in servers:
+        # A short poll interval is what bounds how long shutdown() waits on SIGTERM.
+        threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True).start()
+    info = {
+        "apiBase": state.api_base, "pullBase": state.pull_base, "group": args.group,
+        "cluster": args.cluster, "batch": args.batch, "publicKey": args.public_key,
+        "privateKey": args.private_key, "pid": os.getpid(),
+        "jobs": [
+            {"id": j.id, "fileName": j.file_name, "sha1": j.sha1, "size": j.size}
+            for j in state.jobs
+            if j.batch_id == args.batch and not j.expired
+        ],
+        "expiredJobs": [{"id": j.id, "fileName": j.file_name} for j in state.jobs if j.expired],
+        "otherBatchJobs": [
+            {"id": j.id, "batchId": j.batch_id, "fileName": j.file_name, "sha1": j.sha1}
+            for j in state.jobs
+            if j.batch_id != args.batch
+        ],
+    }  # fmt: skip
+    tmp = info_path.with_name(f".server.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.replace(info_path)
+    print(
+        f"fake-atlas: API at {state.api_base} "
+        f"(group {args.group}, cluster {args.cluster}, batch {args.batch})",
+        flush=True,
+    )
+    while not stop.wait(0.2):  # a timed wait keeps signal delivery prompt
+        pass
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    info_path.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

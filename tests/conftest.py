@@ -1,0 +1,159 @@
+"""Fixtures: a Digest-protected restore-jobs API (pytest-httpserver) and a pull host."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from fetcher.cli import main
+from tests.pullserver import PullServer
+from tests.support import (
+    API_ROOT,
+    BATCH,
+    CLUSTER,
+    GROUP,
+    JOBS_PATH,
+    PRIVATE_KEY,
+    PUBLIC_KEY,
+    DigestGate,
+    job_json,
+    make_archive,
+    new_id,
+    page,
+    sha1,
+)
+
+
+class Atlas:
+    """The restore-jobs API of one cluster, with archives on a separate pull host."""
+
+    def __init__(self, httpserver: HTTPServer, pull: PullServer) -> None:
+        self.server, self.pull = httpserver, pull
+        self.gate = DigestGate()
+        self.jobs: list[dict[str, Any]] = []
+        self.archives: dict[str, bytes] = {}
+        self.page_size = 100
+        self.honour_batch_filter = True
+        self.list_requests: list[dict[str, str]] = []
+        httpserver.expect_request(JOBS_PATH).respond_with_handler(self._list)
+        httpserver.expect_request(
+            re.compile(re.escape(JOBS_PATH) + "/[^/]+$")
+        ).respond_with_handler(self._one)
+
+    @property
+    def base_url(self) -> str:
+        """The API root to give fetcher."""
+        return self.server.url_for(API_ROOT)
+
+    def add(
+        self,
+        name: str,
+        data: bytes | None = None,
+        *,
+        published_sha1: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Serve an archive and list a READY job for it; return the job JSON (mutable)."""
+        data = make_archive(name.split(".")[0]) if data is None else data
+        job_id = kwargs.pop("job_id", None) or new_id()
+        token = secrets.token_urlsafe(24)
+        path = f"/backup/restore/v2/pull/{job_id}/{token}/{name}"
+        self.pull.add(path, data)
+        self.archives[name] = data
+        job = job_json(
+            job_id=job_id,
+            url=self.pull.url(path),
+            file_name=name,
+            sha1_hex=published_sha1 or sha1(data),
+            **kwargs,
+        )
+        job["_path"] = path
+        self.jobs.append(job)
+        return job
+
+    def _public(self, job: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in job.items() if not k.startswith("_")}
+
+    def _list(self, request: Request) -> Response:
+        self.list_requests.append(dict(request.args))
+        batch = request.args.get("batchId")
+        jobs = [
+            self._public(j)
+            for j in self.jobs
+            if not (batch and self.honour_batch_filter) or j.get("batchId") == batch
+        ]
+        size = min(int(request.args.get("itemsPerPage", "100")), self.page_size)
+        number = int(request.args.get("pageNum", "1"))
+        chunk = jobs[(number - 1) * size : number * size]
+        next_href = None
+        if number * size < len(jobs):
+            args = dict(request.args)
+            args.update(pageNum=str(number + 1), itemsPerPage=str(size))
+            query = "&".join(f"{k}={v}" for k, v in args.items())
+            next_href = self.server.url_for(JOBS_PATH) + "?" + query
+        body = page(chunk, next_href)
+        body["totalCount"] = len(jobs)
+        return self.gate.json(body, request)
+
+    def _one(self, request: Request) -> Response:
+        job_id = request.path.rsplit("/", 1)[-1]
+        for job in self.jobs:
+            if job["id"] == job_id:
+                return self.gate.json(self._public(job), request)
+        return self.gate.json({"error": 404, "reason": "Not Found"}, request, status=404)
+
+
+@pytest.fixture
+def pull() -> Iterator[PullServer]:
+    """A pull host that logs requests and can misbehave."""
+    server = PullServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def atlas(httpserver: HTTPServer, pull: PullServer) -> Atlas:
+    """An empty cluster; add archives with atlas.add(name)."""
+    return Atlas(httpserver, pull)
+
+
+@pytest.fixture
+def creds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Credentials in the Atlas CLI's variables, and nothing else that could leak in."""
+    for var in ("MCLI_PUBLIC_API_KEY", "MCLI_PRIVATE_API_KEY", "SSL_CERT_FILE", "FETCHER_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MONGODB_ATLAS_PUBLIC_API_KEY", PUBLIC_KEY)
+    monkeypatch.setenv("MONGODB_ATLAS_PRIVATE_API_KEY", PRIVATE_KEY)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+def run_cli(*args: str) -> Result:
+    """Run the CLI in-process, with stderr apart from stdout."""
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def fetch_args(atlas: Atlas, dest: Path, *extra: str) -> list[str]:
+    """The usual `fetcher fetch` arguments for the test batch."""
+    return [
+        "fetch",
+        "--base-url",
+        atlas.base_url,
+        "--group",
+        GROUP,
+        "--cluster",
+        CLUSTER,
+        "--batch",
+        BATCH,
+        "--dest",
+        str(dest),
+        "--quiet",
+        *extra,
+    ]

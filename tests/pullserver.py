@@ -1,0 +1,186 @@
+"""A small threaded pull host that serves archives and misbehaves on purpose.
+
+pytest-httpserver answers whole responses; faults inside a streaming body (a dropped
+connection, a stall, a short body) need a server that writes the bytes itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+CHUNK = 256 * 1024
+
+
+@dataclass
+class Fault:
+    """What to do wrong on one request (each field off by default)."""
+
+    status: int | None = None  # answer this status with a short body instead of the file
+    headers: dict[str, str] = field(default_factory=dict)
+    drop_after: int | None = None  # close the connection after this many body bytes
+    stall_after: int | None = None  # stop sending (but keep the socket) after this many bytes
+    stall_seconds: float = 0.0
+    ignore_range: bool = False  # answer 200 with the whole file even to a Range request
+    range_start_shift: int = 0  # claim (and send) a range starting this far from the asked one
+    digest_challenge: bool = False  # 401 with a Digest challenge, like an API would
+
+
+@dataclass
+class Served:
+    """One request as the server saw it."""
+
+    path: str
+    headers: dict[str, str]
+    status: int
+    sent: int
+
+
+@dataclass
+class Resource:
+    """A file the server serves, with its validators."""
+
+    data: bytes
+    etag: str
+    last_modified: str = "Wed, 21 Oct 2026 07:28:00 GMT"
+    content_encoding: str | None = None
+    faults: list[Fault] = field(default_factory=list)
+
+
+class PullServer:
+    """Serves registered paths on 127.0.0.1 and logs every request."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, Resource] = {}
+        self.log: list[Served] = []
+        self._lock = threading.Lock()
+        self.on_request: Callable[[Served], None] | None = None
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                server._handle(self)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def base(self) -> str:
+        """The server's origin."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def url(self, path: str) -> str:
+        """Absolute URL of a path on this server."""
+        return self.base + path
+
+    def add(self, path: str, data: bytes, *, etag: str | None = None, **kwargs: Any) -> Resource:
+        """Serve `data` at `path`."""
+        resource = Resource(data=data, etag=etag or f'"{hashlib.sha1(data).hexdigest()}"', **kwargs)
+        self.resources[path] = resource
+        return resource
+
+    def requests_for(self, path: str) -> list[Served]:
+        """Every logged request for a path."""
+        with self._lock:
+            return [s for s in self.log if s.path == path]
+
+    def bytes_sent(self, path: str) -> int:
+        """Body bytes sent for a path, over every request."""
+        return sum(s.sent for s in self.requests_for(path))
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        headers = {k.lower(): v for k, v in h.headers.items()}
+        resource = self.resources.get(h.path.split("?")[0])
+        served = Served(path=h.path.split("?")[0], headers=headers, status=0, sent=0)
+        with self._lock:
+            self.log.append(served)
+        if resource is None:
+            self._reply(h, served, 404, b"not found")
+            return
+        fault = resource.faults.pop(0) if resource.faults else Fault()
+        if fault.digest_challenge:
+            challenge = 'Digest realm="MMS Public API", nonce="abc", qop="auth", algorithm=MD5'
+            self._reply(h, served, 401, b"{}", {"WWW-Authenticate": challenge})
+            return
+        if fault.status is not None:
+            self._reply(h, served, fault.status, b"fault", fault.headers)
+            return
+        data, total = resource.data, len(resource.data)
+        start, status = 0, 200
+        extra = {"ETag": resource.etag, "Last-Modified": resource.last_modified}
+        extra["Accept-Ranges"] = "bytes"
+        if resource.content_encoding:
+            extra["Content-Encoding"] = resource.content_encoding
+        asked = headers.get("range")
+        if asked and not fault.ignore_range:
+            if_range = headers.get("if-range")
+            if if_range is None or if_range in (resource.etag, resource.last_modified):
+                start = int(asked.removeprefix("bytes=").split("-")[0])
+                if start >= total:
+                    self._reply(h, served, 416, b"", {"Content-Range": f"bytes */{total}"})
+                    return
+                start += fault.range_start_shift
+                status = 206
+                extra["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
+        extra.update(fault.headers)
+        body = data[start:]
+        served.status = status
+        h.send_response(status)
+        for k, v in extra.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        limit = len(body) if fault.drop_after is None else min(fault.drop_after, len(body))
+        stall = fault.stall_after
+        sent = 0
+        try:
+            while sent < limit:
+                if stall is not None and sent >= stall:
+                    h.wfile.flush()
+                    time.sleep(fault.stall_seconds)
+                    stall = None
+                    break
+                end = min(limit, sent + CHUNK, stall if stall is not None else limit)
+                h.wfile.write(body[sent:end])
+                sent = end
+                with self._lock:
+                    served.sent = sent
+            h.wfile.flush()
+        except OSError:
+            pass
+        if sent < len(body):
+            h.close_connection = True
+
+    def _reply(
+        self,
+        h: BaseHTTPRequestHandler,
+        served: Served,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        served.status = status
+        h.send_response(status)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)

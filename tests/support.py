@@ -1,0 +1,163 @@
+"""Test helpers: real archives, MongoDB-shaped job JSON, and a Digest-checking API handler."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import tarfile
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from werkzeug import Request, Response
+
+PUBLIC_KEY = "testpublic"
+PRIVATE_KEY = "test-private-key-5d6e7f"
+REALM = "MMS Public API"
+GROUP = "5f0c0ffee0000000000000aa"
+CLUSTER = "Cluster0"
+BATCH = "6a1b2c3d4e5f60718293a4b5"
+API_ROOT = "/api/atlas/v1.0"
+JOBS_PATH = f"{API_ROOT}/groups/{GROUP}/clusters/{CLUSTER}/restoreJobs"
+
+
+def make_archive(replica_set: str, payload: int = 64 * 1024) -> bytes:
+    """A real tar.gz holding restoreInfo.txt and `payload` random bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = f"Restore Information\nReplica Set: {replica_set}\nMongoDB Version: 7.0.12\n"
+        for name, data in (("restoreInfo.txt", info.encode()), ("data.bin", os.urandom(payload))):
+            entry = tarfile.TarInfo(f"{replica_set}/{name}")
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def sha1(data: bytes) -> str:
+    """Hex SHA1 of bytes."""
+    return hashlib.sha1(data).hexdigest()
+
+
+def iso(when: datetime) -> str:
+    """ISO-8601 with a Z, as the API writes it."""
+    return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    """A 24-hex-digit id like MongoDB's ObjectIds."""
+    return secrets.token_hex(12)
+
+
+def job_json(
+    *,
+    job_id: str | None = None,
+    url: str | None = None,
+    file_name: str | None = None,
+    sha1_hex: str | None = None,
+    batch_id: str | None = BATCH,
+    status: str = "FINISHED",
+    delivery_status: str = "READY",
+    method: str = "HTTP",
+    expires_in: timedelta = timedelta(hours=2),
+    with_hashes: bool = True,
+    **delivery_extra: Any,
+) -> dict[str, Any]:
+    """One restore job as the API returns it."""
+    job_id = job_id or new_id()
+    delivery: dict[str, Any] = {
+        "methodName": method,
+        "statusName": delivery_status,
+        "expires": iso(datetime.now(UTC) + expires_in),
+        "expirationHours": 2,
+        "maxDownloads": 3,
+    }
+    if url is not None:
+        delivery["url"] = url
+    delivery.update(delivery_extra)
+    hashes = []
+    if with_hashes and sha1_hex:
+        hashes = [{"fileName": file_name, "hash": sha1_hex, "typeName": "SHA1"}]
+    job: dict[str, Any] = {
+        "id": job_id,
+        "clusterId": "5f0c0ffee0000000000000cc",
+        "clusterName": CLUSTER,
+        "groupId": GROUP,
+        "snapshotId": "5f0c0ffee0000000000000dd",
+        "created": "2026-11-28T10:00:00Z",
+        "timestamp": {"date": "2026-11-28T09:00:00Z", "increment": 1},
+        "pointInTime": False,
+        "encryptionEnabled": False,
+        "statusName": status,
+        "delivery": delivery,
+        "hashes": hashes,
+        "links": [],
+    }
+    if batch_id is not None:
+        job["batchId"] = batch_id
+    return job
+
+
+def page(results: list[dict[str, Any]], next_href: str | None = None) -> dict[str, Any]:
+    """A list response, with a next link when there is one."""
+    links = [{"rel": "self", "href": "self"}]
+    if next_href:
+        links.append({"rel": "next", "href": next_href})
+    return {"results": results, "totalCount": len(results), "links": links}
+
+
+class DigestGate:
+    """Wraps a werkzeug handler with server-side HTTP Digest (MD5, qop=auth) checking."""
+
+    def __init__(self, user: str = PUBLIC_KEY, password: str = PRIVATE_KEY) -> None:
+        self.user, self.password = user, password
+        self.nonce = secrets.token_hex(16)
+        self.challenges = 0
+        self.accepted = 0
+
+    def check(self, request: Request) -> bool:
+        """Return True when the request carries a valid digest response."""
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Digest "):
+            return False
+        fields = dict(_split_digest(header[7:]))
+        if fields.get("username") != self.user or fields.get("nonce") != self.nonce:
+            return False
+        ha1 = _md5(f"{self.user}:{REALM}:{self.password}")
+        ha2 = _md5(f"{request.method}:{fields.get('uri', '')}")
+        expected = _md5(
+            f"{ha1}:{self.nonce}:{fields.get('nc')}:{fields.get('cnonce')}:{fields.get('qop')}:{ha2}"
+        )
+        return fields.get("response") == expected
+
+    def challenge(self) -> Response:
+        """A 401 like MongoDB's."""
+        self.challenges += 1
+        body = {"error": 401, "reason": "Unauthorized", "detail": "You are not authorized."}
+        header = (
+            f'Digest realm="{REALM}", domain="", nonce="{self.nonce}", algorithm=MD5, qop="auth"'
+        )
+        return Response(
+            json.dumps(body), 401, {"WWW-Authenticate": header}, content_type="application/json"
+        )
+
+    def json(self, body: Any, request: Request, status: int = 200) -> Response:
+        """Answer `body` as JSON if authenticated, else the challenge."""
+        if not self.check(request):
+            return self.challenge()
+        self.accepted += 1
+        return Response(json.dumps(body), status, content_type="application/json")
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def _split_digest(text: str) -> list[tuple[str, str]]:
+    out = []
+    for part in text.split(","):
+        if "=" in part:
+            key, _, value = part.strip().partition("=")
+            out.append((key.strip(), value.strip().strip('"')))
+    return out
