@@ -22,8 +22,14 @@ ensure_venv() {
   # Reinstall only when pyproject.toml changed since the last install of this flavour.
   stamp="$VENV/.installed-${extra:-base}-$(sha1sum pyproject.toml | cut -c1-12)"
   if [ ! -e "$stamp" ]; then
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
+    echo "installing fetcher${extra:+ with [$extra]} into $VENV ..." >&2
+    local log="$VENV/install.log"
+    if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+      "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$spec"; } >"$log" 2>&1; then
+      tail -n 30 "$log" >&2
+      echo "installing fetcher failed; the full log is $log" >&2
+      return 1
+    fi
     touch "$stamp"
   fi
 }
