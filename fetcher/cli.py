@@ -50,6 +50,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except click.ClickException:
+            raise  # click prints usage errors itself, with exit 2
         except FetcherError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:

@@ -92,7 +92,9 @@ def parse_job(obj: object) -> RestoreJob:
     job_id = obj.get("id")
     if not isinstance(job_id, str) or not _ID.match(job_id):
         raise ApiError("unexpected API response: a restore job has no valid id")
-    delivery_obj = obj.get("delivery") or {}
+    delivery_obj = obj.get("delivery")
+    if delivery_obj is None:
+        delivery_obj = {}
     if not isinstance(delivery_obj, dict):
         raise ApiError(f"unexpected API response: job {job_id} has a delivery of the wrong type")
     return RestoreJob(

@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from fetcher import __version__
-from fetcher.errors import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTEGRITY, EXIT_OK, ManifestError
+from fetcher.errors import (
+    EXIT_ERROR,
+    EXIT_INCOMPLETE,
+    EXIT_INTEGRITY,
+    EXIT_OK,
+    ManifestError,
+    UnsafeNameError,
+)
 from fetcher.names import MANIFEST_NAME, check_name
 from fetcher.storage import Destination
 
@@ -129,7 +136,7 @@ def load(dest: Destination) -> Manifest | None:
         return None
     try:
         return parse(doc)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, UnsafeNameError) as exc:
         raise ManifestError(f"{where} is not a fetcher manifest ({_short(exc)})") from None
 
 

@@ -43,6 +43,8 @@ class Atlas:
         self.page_size = 100
         self.honour_batch_filter = True
         self.list_requests: list[dict[str, str]] = []
+        # Hashes a job gains when it is read on its own (the API fills hashes[] late).
+        self.hashes_on_job_read: dict[str, list[dict[str, str]]] = {}
         httpserver.expect_request(JOBS_PATH).respond_with_handler(self._list)
         httpserver.expect_request(
             re.compile(re.escape(JOBS_PATH) + "/[^/]+$")
@@ -107,6 +109,8 @@ class Atlas:
         job_id = request.path.rsplit("/", 1)[-1]
         for job in self.jobs:
             if job["id"] == job_id:
+                if job_id in self.hashes_on_job_read:
+                    job["hashes"] = self.hashes_on_job_read[job_id]
                 return self.gate.json(self._public(job), request)
         return self.gate.json({"error": 404, "reason": "Not Found"}, request, status=404)
 

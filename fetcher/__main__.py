@@ -1,0 +1,5 @@
+"""`python -m fetcher` runs the command line."""
+
+from fetcher.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""The real processes: scripts/fake_atlas.py and `python -m fetcher`, as the demo runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fake_atlas(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    state = tmp_path / "server"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "fake_atlas.py"),
+            "--state-dir",
+            str(state),
+            "--size",
+            str(256 * 1024),
+            "--bearer",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    info = state / "server.json"
+    deadline = time.monotonic() + 30
+    while not info.exists():
+        assert proc.poll() is None, "fake_atlas.py exited early"
+        assert time.monotonic() < deadline, "fake_atlas.py did not start"
+        time.sleep(0.05)
+    yield json.loads(info.read_text())
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
+def _fetcher(server: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_ATLAS", "MCLI"))}
+    env.update(
+        FETCHER_BASE_URL=server["apiBase"],
+        MONGODB_ATLAS_PUBLIC_API_KEY=server["publicKey"],
+        MONGODB_ATLAS_PRIVATE_API_KEY=server["privateKey"],
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "fetcher", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_fetch_then_verify_a_batch(fake_atlas: dict[str, Any], tmp_path: Path) -> None:
+    dest = tmp_path / "batch"
+    ids = ["--group", fake_atlas["group"], "--cluster", fake_atlas["cluster"]]
+    listed = _fetcher(fake_atlas, "list", *ids, "--batch", fake_atlas["batch"], "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)["jobs"]) == 5  # 3 shards, config, one expired
+
+    fetched = _fetcher(
+        fake_atlas, "fetch", *ids, "--batch", fake_atlas["batch"], "--dest", str(dest)
+    )
+    assert fetched.returncode == 3, fetched.stderr  # the expired job makes it incomplete
+    assert "\r" not in fetched.stderr  # no progress bars when stderr is not a terminal
+    for job in fake_atlas["jobs"]:
+        assert (dest / job["fileName"]).stat().st_size == job["size"]
+    manifest = json.loads((dest / "manifest.json").read_text())
+    outcomes = sorted(j["outcome"] for j in manifest["jobs"])
+    assert outcomes == ["skipped", "verified", "verified", "verified", "verified"]
+    assert "authValue" not in (dest / "manifest.json").read_text()
+
+    verified = _fetcher(fake_atlas, "verify", str(dest))
+    assert verified.returncode == 3 and "4 of 5 archives intact" in verified.stdout
+
+    target = dest / fake_atlas["jobs"][0]["fileName"]
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    broken = _fetcher(fake_atlas, "verify", str(dest))
+    assert broken.returncode == 4 and target.name in broken.stdout
