@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -14,8 +15,8 @@ import httpx
 
 from fetcher.errors import ApiError, AuthError, NotFoundError
 from fetcher.jobs import RestoreJob, parse_job
-from fetcher.redact import origin
-from fetcher.retry import RetryPolicy, is_retryable_status, parse_retry_after
+from fetcher.redact import origin, printable
+from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PAGES = 1000
@@ -124,9 +125,13 @@ class RestoreJobsClient:
     def _pages(self, url: str, params: dict[str, str] | None) -> Iterator[list[Any]]:
         seen: set[str] = set()
         next_url: str | None = url
+        pages = 0
         while next_url is not None:
-            if len(seen) >= self._max_pages:
+            # Count pages, not distinct URLs: the bound must hold even if loop detection
+            # is fooled (the same page under two spellings of its URL).
+            if pages >= self._max_pages:
                 raise ApiError(f"API pagination did not end after {self._max_pages} pages")
+            pages += 1
             seen.add(next_url)
             body = self._get_json(next_url, params)
             params = None  # a next link carries its own query
@@ -163,6 +168,12 @@ class RestoreJobsClient:
                 try:
                     status, headers, body = self._get(url, params)
                 except httpx.TransportError as exc:
+                    problem = certificate_error(exc)
+                    if problem is not None:
+                        raise ApiError(
+                            f"the TLS certificate of {self._origin} is not trusted ({problem});"
+                            " give the CA that signed it with --ca-cert or SSL_CERT_FILE"
+                        ) from None
                     failures += 1
                     if self._policy.exhausted(failures):
                         raise ApiError(
@@ -180,18 +191,25 @@ class RestoreJobsClient:
             if status != 200:
                 raise _error_for(status, body, url)
             try:
-                return json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                kind = headers.get("content-type", "no content type").split(";")[0]
+                return loads(body)
+            except ValueError:
+                kind = printable(headers.get("content-type", "no content type").split(";")[0])
                 raise ApiError(
-                    f"the API answered with something that is not JSON ({kind})"
+                    f"the API answered with something that is not JSON ({kind[:60]})"
                 ) from None
 
     def _get(self, url: str, params: dict[str, str] | None) -> tuple[int, httpx.Headers, bytes]:
         for _ in range(MAX_REDIRECTS + 1):
-            request = self._http.build_request(
-                "GET", url, params=params, headers={"Accept": "application/json"}
-            )
+            try:
+                request = self._http.build_request(
+                    "GET",
+                    url,
+                    params=params,
+                    # gzip only: _decode_capped knows how to bound it.
+                    headers={"Accept": "application/json", "Accept-Encoding": "gzip"},
+                )
+            except httpx.InvalidURL:
+                raise ApiError("the API sent a link that is not a valid URL") from None
             response = self._http.send(request, stream=True)
             try:
                 if response.is_redirect:
@@ -206,13 +224,55 @@ class RestoreJobsClient:
         raise ApiError("the API redirected too many times")
 
     def _read_capped(self, response: httpx.Response) -> bytes:
+        """Read at most max_body bytes, before and after decompression, or raise."""
+        too_big = ApiError(f"API response larger than {_size_text(self._max_body)}; refusing it")
+        declared = response.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > self._max_body:
+            raise too_big  # no need to read what we will refuse
         chunks, size = [], 0
-        for chunk in response.iter_bytes():
+        # Raw bytes: httpx would inflate each compressed chunk whole, and a small gzip
+        # chunk can inflate to gigabytes before any count of ours could see it.
+        for chunk in response.iter_raw():
             size += len(chunk)
             if size > self._max_body:
-                raise ApiError(f"API response larger than {self._max_body // (1024 * 1024)} MiB")
+                raise too_big
             chunks.append(chunk)
-        return b"".join(chunks)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        return _decode_capped(b"".join(chunks), encoding, self._max_body, too_big)
+
+
+def loads(body: bytes) -> Any:
+    """Parse JSON from a server; every way it can be unreadable is a ValueError.
+
+    json.loads raises RecursionError on deep nesting ("[[[[...") and a plain ValueError on
+    integers over 4300 digits: neither is a JSONDecodeError.
+    """
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _decode_capped(raw: bytes, encoding: str, cap: int, too_big: ApiError) -> bytes:
+    """Undo a gzip Content-Encoding without ever holding more than `cap` bytes of output."""
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        shown = printable(encoding)[:40]
+        raise ApiError(f"the API answered with an unsupported content encoding ({shown})")
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # 32: a gzip or a zlib header
+    try:
+        out = inflater.decompress(raw, cap + 1)
+    except zlib.error:
+        raise ApiError(f"the API sent a body that does not decompress ({encoding})") from None
+    if len(out) > cap or inflater.unconsumed_tail:
+        raise too_big
+    return out
+
+
+def _size_text(n: int) -> str:
+    mib = 1024 * 1024
+    return f"{n // mib} MiB" if n >= mib and n % mib == 0 else f"{n} bytes"
 
 
 def _describe(exc: httpx.TransportError) -> str:
@@ -225,12 +285,13 @@ def _error_for(status: int, body: bytes, url: str) -> ApiError:
     """Turn an error status and MongoDB's error body into one readable exception."""
     detail = ""
     try:
-        parsed = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        parsed = loads(body)
+    except ValueError:
         parsed = None
     if isinstance(parsed, dict):
         parts = [str(parsed[k]) for k in ("errorCode", "detail") if parsed.get(k)]
-        detail = ": " + " - ".join(parts)[:300] if parts else ""
+        # The server's words reach a terminal: no escape sequences, no line breaks.
+        detail = ": " + printable(" - ".join(parts)[:300]) if parts else ""
     reason = httpx.codes.get_reason_phrase(status) or "error"
     what = f"API answered {status} {reason}{detail}"
     if status in (401, 403):

@@ -10,26 +10,27 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar
 
 import click
-from tqdm import tqdm
 
 from fetcher import __version__
 from fetcher import manifest as mf
-from fetcher.api import RestoreJobsClient
 from fetcher.config import DEFAULT_BASE_URL, Settings, load_credentials, normalise_base_url
 from fetcher.errors import ConfigError, FetcherError, ManifestError
-from fetcher.fetch import Fetcher, Target, WaitPolicy
-from fetcher.http import api_client, pull_client
-from fetcher.jobs import readiness
 from fetcher.manifest import JobRecord
 from fetcher.names import MANIFEST_NAME, choose_name
-from fetcher.redact import Redactor, origin
-from fetcher.retry import RetryPolicy
+from fetcher.redact import Redactor, origin, printable
 from fetcher.storage import Destination
-from fetcher.transfer import Progress
 from fetcher.verify import verify, verify_exit_code
+
+# httpx and tqdm (and the modules built on them) are imported by the commands that use them:
+# `fetcher verify` needs neither, and start-up time counts in every run.
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from fetcher.api import RestoreJobsClient
+    from fetcher.transfer import Progress
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,8 +39,13 @@ R = TypeVar("R")
 REDACTOR = Redactor()
 
 
+def _shown(text: str) -> str:
+    """Text for the terminal: secrets masked, server-given control characters defused."""
+    return printable(REDACTOR.scrub(text))
+
+
 def _fail(message: str, code: int) -> None:
-    click.echo(f"fetcher: error: {REDACTOR.scrub(message)}", err=True)
+    click.echo(f"fetcher: error: {_shown(message)}", err=True)
     sys.exit(code)
 
 
@@ -137,6 +143,10 @@ def _settings(
 
 
 def _api(settings: Settings) -> tuple[Any, RestoreJobsClient]:
+    from fetcher.api import RestoreJobsClient
+    from fetcher.http import api_client
+    from fetcher.retry import RetryPolicy
+
     credentials = load_credentials(os.environ, settings.base_url)
     REDACTOR.add(credentials.private_key)
     http = api_client(settings, credentials)
@@ -161,6 +171,8 @@ def list_command(
     as_json: bool,
 ) -> None:
     """List restore jobs with their delivery status (no pull-URL tokens are shown)."""
+    from fetcher.jobs import readiness
+
     settings = _settings(base_url, ca_cert, timeout, retries)
     http, api = _api(settings)
     with http:
@@ -168,7 +180,7 @@ def list_command(
     now = datetime.now(UTC)
     rows = []
     for job in jobs:
-        REDACTOR.add_url(job.delivery.url)
+        REDACTOR.add_url(job.delivery.url, public=job.ids)
         REDACTOR.add(job.delivery.bearer)
         state, reason = readiness(job, now)
         try:
@@ -214,7 +226,7 @@ def list_command(
     widths = [max(len(str(row[i])) for row in table) for i in range(len(headers) - 1)]
     for row in table:
         cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=False)] + [str(row[-1])]
-        click.echo(REDACTOR.scrub("  ".join(cells).rstrip()))
+        click.echo(_shown("  ".join(cells).rstrip()))
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -273,6 +285,10 @@ def fetch_command(
     quiet: bool,
 ) -> None:
     """Download, verify and record every archive of a batch (or one job)."""
+    from fetcher.fetch import Fetcher, Target, WaitPolicy
+    from fetcher.http import pull_client
+    from fetcher.retry import RetryPolicy
+
     if bool(batch_id) == bool(job_id):
         raise click.UsageError("give exactly one of --batch BATCH-ID or --job JOB-ID")
     settings = _settings(base_url, ca_cert, timeout, retries, parallel)
@@ -345,7 +361,7 @@ def verify_command(directory: Path, as_json: bool, quiet: bool) -> None:
         for c in checks:
             if c.status != "ok" or not quiet:
                 label = c.name or f"job {c.job_id}"
-                click.echo(f"{c.status:<13} {label}: {c.detail}")
+                click.echo(_shown(f"{c.status:<13} {label}: {c.detail}"))
         ok = sum(1 for c in checks if c.status == "ok")
         click.echo(f"{ok} of {len(checks)} archives intact (exit {code})")
     sys.exit(code)
@@ -389,12 +405,16 @@ class TerminalReporter:
             if bar is not None:
                 bar.close()
             if self._lines is not None:
-                tqdm.write(REDACTOR.scrub(_line(record)), file=self._lines)
+                from tqdm import tqdm
+
+                tqdm.write(_shown(_line(record)), file=self._lines)
 
     def note(self, text: str) -> None:
         """Show a remark on stderr."""
+        from tqdm import tqdm
+
         with self._lock:
-            tqdm.write(f"fetcher: {REDACTOR.scrub(text)}", file=sys.stderr)
+            tqdm.write(f"fetcher: {_shown(text)}", file=sys.stderr)
 
     def close(self) -> None:
         """Remove every bar."""
@@ -410,6 +430,8 @@ def _ignore_progress(done: int, total: int | None) -> None:
 
 
 def _bar(name: str, total: int | None, position: int) -> tqdm[Any]:
+    from tqdm import tqdm
+
     return tqdm(
         total=total,
         desc=name,

@@ -81,6 +81,7 @@ class Fetcher:
         self._clock, self._now = clock, now
         self._space = SpaceGuard(dest.free_bytes)
         self._lock = threading.Lock()
+        self._stop = threading.Event()  # set when run() is interrupted: transfers end early
         self._records: dict[str, JobRecord] = {}
         self._names: dict[str, str] = {}  # file name -> job id, to refuse collisions
         self._old: Manifest | None = None
@@ -91,26 +92,40 @@ class Fetcher:
         jobs = self._list()
         if not jobs and not self._wait.enabled:
             raise NotFoundError(f"no restore jobs found for {self._describe_target()}")
-        pending: dict[str, RestoreJob] = {}
-        futures: list[Future[None]] = []
-        with ThreadPoolExecutor(self._parallel, thread_name_prefix="fetcher") as pool:
-            self._dispatch(jobs, pending, pool, futures, final=not self._wait.enabled)
-            deadline = self._clock() + self._wait.timeout
-            while self._wait.enabled and (pending or (not self._records and not futures)):
-                if self._clock() >= deadline:
-                    break
-                self._policy.sleep(self._wait.poll_interval)
-                self._dispatch(self._list(), pending, pool, futures, final=False)
-            for job in pending.values():
-                waited = f"not ready after waiting {int(self._wait.timeout)} s"
-                self._finish(
-                    self._record(job, "skipped", f"{waited} ({readiness(job, self._now())[1]})")
-                )
-            for future in futures:
-                future.result()
+        pool = ThreadPoolExecutor(self._parallel, thread_name_prefix="fetcher")
+        interrupted = False
+        try:
+            self._fetch_all(jobs, pool)
+        except KeyboardInterrupt:
+            # Stop the transfers where they stand rather than wait hours for them to finish;
+            # their partial files resume, as after kill -9.
+            interrupted = True
+            self._stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
         if not self._records:
             raise NotFoundError(f"no restore jobs found for {self._describe_target()}")
         return self._write_manifest()
+
+    def _fetch_all(self, jobs: list[RestoreJob], pool: ThreadPoolExecutor) -> None:
+        """Start what is ready, poll for the rest while waiting, then wait for every transfer."""
+        pending: dict[str, RestoreJob] = {}
+        futures: list[Future[None]] = []
+        self._dispatch(jobs, pending, pool, futures, final=not self._wait.enabled)
+        deadline = self._clock() + self._wait.timeout
+        while self._wait.enabled and (pending or (not self._records and not futures)):
+            if self._clock() >= deadline:
+                break
+            self._policy.sleep(self._wait.poll_interval)
+            self._dispatch(self._list(), pending, pool, futures, final=False)
+        for job in pending.values():
+            waited = f"not ready after waiting {int(self._wait.timeout)} s"
+            self._finish(
+                self._record(job, "skipped", f"{waited} ({readiness(job, self._now())[1]})")
+            )
+        for future in futures:
+            future.result()
 
     # -- listing and deciding ------------------------------------------------------------
 
@@ -131,7 +146,7 @@ class Fetcher:
     ) -> None:
         """Start, skip or keep waiting for each job not yet decided."""
         for job in jobs:
-            self._redactor.add_url(job.delivery.url)
+            self._redactor.add_url(job.delivery.url, public=job.ids)
             self._redactor.add(job.delivery.bearer)
             with self._lock:
                 decided = job.id in self._records or job.id in self._names.values()
@@ -220,8 +235,16 @@ class Fetcher:
         try:
             self._finish(self._transfer_and_verify(job, name))
         except FetcherError as exc:
+            if self._stop.is_set():
+                return  # interrupted: run() has already raised, and the partial file stays
             failure: mf.Failure = "integrity" if exc.exit_code == 4 else "error"
             self._finish(self._record(job, "failed", str(exc), name=name, failure=failure))
+        except httpx.HTTPError as exc:  # e.g. a redirect loop: this job fails, the batch goes on
+            reason = f"{name}: {type(exc).__name__} from {display_url(job.delivery.url or '')}"
+            self._finish(self._record(job, "failed", reason, name=name, failure="error"))
+        except OSError as exc:
+            reason = f"{name}: {exc.strerror or exc}"
+            self._finish(self._record(job, "failed", reason, name=name, failure="error"))
 
     def _transfer_and_verify(self, job: RestoreJob, name: str) -> JobRecord:
         assert job.delivery.url is not None
@@ -266,6 +289,7 @@ class Fetcher:
             policy=self._policy,
             space=self._space,
             progress=self._reporter.progress(name),
+            stop=self._stop,
         ).run(fresh=fresh)
 
     def _late_sha1(self, job: RestoreJob) -> str | None:

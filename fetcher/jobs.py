@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from fetcher.errors import ApiError
-from fetcher.redact import last_segment
+from fetcher.redact import last_segment, origin
 
 Readiness = Literal["ready", "wait", "never"]
 
@@ -61,6 +62,11 @@ class RestoreJob:
     def sha1(self) -> str | None:
         """The published SHA1 of the archive, lower-cased, if the API lists one."""
         return self.hashes[0].sha1 if self.hashes else None
+
+    @property
+    def ids(self) -> tuple[str | None, ...]:
+        """The job's own ids: public, and shown in messages even when a pull URL holds them."""
+        return (self.id, self.batch_id, self.cluster_id, self.group_id, self.snapshot_id)
 
     def name_candidates(self) -> list[str]:
         """Server-given names for the archive, in order of preference."""
@@ -123,8 +129,14 @@ def _parse_delivery(obj: dict[str, Any], job_id: str) -> Delivery:
         url, bearer = url_v2, auth_value
     elif not url and url_v2:
         url = url_v2
-    if url is not None and not url.lower().startswith(("https://", "http://")):
-        raise ApiError(f"unexpected API response: job {job_id} has a delivery URL that is not HTTP")
+    if url is not None:
+        problem = url_problem(url)
+        if problem is not None:
+            # Never quote the URL: its path holds the token.
+            raise ApiError(f"unexpected API response: job {job_id} has a delivery URL {problem}")
+    if bearer is not None and not all(0x21 <= ord(c) <= 0x7E for c in bearer):
+        # It goes into a header line: a CR/LF in it would be a header of the server's choice.
+        raise ApiError(f"unexpected API response: job {job_id} has an unusable authValue")
     max_downloads = obj.get("maxDownloads")
     return Delivery(
         method=_str(obj, "methodName", job_id) or "UNKNOWN",
@@ -134,6 +146,25 @@ def _parse_delivery(obj: dict[str, Any], job_id: str) -> Delivery:
         expires=_parse_time(obj.get("expires"), job_id),
         max_downloads=max_downloads if isinstance(max_downloads, int) else None,
     )
+
+
+def url_problem(url: str) -> str | None:
+    """Say what makes a pull URL unusable, or None when it is a plain http(s) URL."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # reading the port parses it: ":99999" raises ValueError
+    except ValueError:
+        return "that cannot be parsed"
+    if parts.scheme.lower() not in ("https", "http"):
+        return "that is not HTTP"
+    if not origin(url):
+        return "with no host"
+    if parts.username is not None or parts.password is not None:
+        # httpx would turn userinfo into Basic auth: the pull client sends no credentials.
+        return "with credentials in it"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        return "with spaces or control characters"
+    return None
 
 
 def _parse_hashes(value: object, job_id: str) -> tuple[FileHash, ...]:

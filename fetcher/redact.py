@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import threading
-from urllib.parse import unquote, urlsplit
+import unicodedata
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 MASK = "***"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def origin(url: str) -> str:
-    """Return scheme://host[:port] of a URL, without any userinfo."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    """Return scheme://host[:port] of a URL, without userinfo; '' when it cannot be parsed.
+
+    Origins decide where credentials may go, so a URL we cannot read (a bad port, a broken
+    IPv6 literal) gets an origin equal to no other rather than an exception.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    if not scheme or not host:
+        return ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}"
+    # "https://h" and "https://h:443" are one origin; the same page may spell it either way.
+    shown_port = f":{port}" if port is not None and port != _DEFAULT_PORTS.get(scheme) else ""
+    return f"{scheme}://{host}{shown_port}"
 
 
 def last_segment(url: str) -> str:
@@ -43,16 +57,24 @@ class Redactor:
             with self._lock:
                 self._secrets.add(secret)
 
-    def add_url(self, url: str | None) -> None:
-        """Remember every path segment of a pull URL except the file name and fixed words."""
+    def add_url(self, url: str | None, *, public: Iterable[str | None] = ()) -> None:
+        """Remember every path segment of a pull URL except the file name, fixed words and
+        the ids in `public` (the job's own ids, which messages need to show).
+
+        Any other segment may be the token, whatever it looks like: a token that happens to
+        look like an ObjectId is still a token.
+        """
         if not url:
             return
         parts = urlsplit(url)
         self.add(parts.password)
         self.add(parts.query)
+        for _key, value in parse_qsl(parts.query, keep_blank_values=True):
+            self.add(value)  # presigned links carry their signature in the query
+        keep = _PUBLIC_SEGMENTS | {p for p in public if p}
         segments = [s for s in parts.path.split("/") if s]
         for segment in segments[:-1]:
-            if segment not in _PUBLIC_SEGMENTS and not _looks_like_object_id(segment):
+            if segment not in keep and unquote(segment) not in keep:
                 self.add(segment)
                 self.add(unquote(segment))
 
@@ -69,5 +91,15 @@ class Redactor:
 _PUBLIC_SEGMENTS = frozenset({"backup", "restore", "v2", "pull", "api", "public", "v1.0"})
 
 
-def _looks_like_object_id(segment: str) -> bool:
-    return len(segment) == 24 and all(c in "0123456789abcdefABCDEF" for c in segment)
+def printable(text: str) -> str:
+    """Return text fit for a terminal line: no escape sequences, no line breaks.
+
+    Server-given strings (statuses, error details, file names in reasons) reach stderr;
+    an ESC byte in one could rewrite the operator's screen, a newline could fake a line.
+    """
+    return "".join(
+        " " if c in "\r\n\t" else "?" if unicodedata.category(c) in _INVISIBLE else c for c in text
+    )
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})

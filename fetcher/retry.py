@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,22 @@ MAX_RETRY_AFTER = 600.0
 def is_retryable_status(status: int) -> bool:
     """Return True for 408, 425, 429 and every 5xx."""
     return status in RETRY_STATUSES or 500 <= status <= 599
+
+
+def certificate_error(exc: BaseException) -> str | None:
+    """Why a TLS certificate was refused, when that is what `exc` comes down to.
+
+    A refused certificate is refused again on every retry: callers report it at once.
+    httpx and httpcore chain their exceptions, so the ssl error is found on the chain.
+    """
+    cause: BaseException | None = exc
+    for _ in range(10):  # a chain is short; the bound only guards against a cycle
+        if cause is None:
+            break
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause.verify_message or cause.reason or "certificate verify failed"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

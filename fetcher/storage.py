@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import shutil
 import stat
 import threading
@@ -19,7 +20,8 @@ from typing import Any
 from fetcher.errors import DiskSpaceError, FetcherError, LockedError
 
 LOCK_NAME = ".fetcher.lock"
-HASH_BLOCK = 4 * 1024 * 1024
+HASH_BLOCK = 2 * 1024 * 1024  # one read, one hash update
+HASH_BUFFERS = 3  # one being read, one being hashed, one spare
 SPACE_MARGIN = 64 * 1024 * 1024  # leave the file system some room of its own
 
 
@@ -40,6 +42,8 @@ class Destination:
             raise FetcherError(f"{path} does not exist") from None
         except PermissionError:
             raise FetcherError(f"permission denied: {path}") from None
+        except OSError as exc:  # a read-only file system, a symlink loop, ...
+            raise FetcherError(f"cannot use {path}: {exc.strerror or exc}") from None
         self._lock_fd: int | None = None
 
     def __enter__(self) -> Destination:
@@ -79,6 +83,21 @@ class Destination:
         """Open a file in the directory, never through a symbolic link."""
         return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.fd)
 
+    def open_private(self, name: str) -> int:
+        """Open a file for reading and writing, creating it, with no other name sharing it.
+
+        O_NOFOLLOW stops a planted symlink, not a planted hard link: writing (or truncating)
+        through one would change a file outside the directory. A shared inode is unlinked
+        and a new, empty file takes its place.
+        """
+        fd = self.open(name, os.O_RDWR | os.O_CREAT)
+        st = os.fstat(fd)
+        if _is_regular(st.st_mode) and st.st_nlink == 1:
+            return fd
+        os.close(fd)
+        self.remove(name)
+        return self.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+
     def exists(self, name: str) -> bool:
         """Return True if a regular file of that name is in the directory."""
         try:
@@ -109,7 +128,10 @@ class Destination:
         """Write a small file whole or not at all: temp file, fsync, rename, fsync directory."""
         tmp = f".{name}.tmp.{os.getpid()}.{threading.get_ident()}"
         try:
-            fd = self.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            # The name is predictable: O_TRUNC on a hard link planted there would empty a
+            # file elsewhere. Unlink whatever is there and insist on a new file.
+            self.remove(tmp)
+            fd = self.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             try:
                 view = memoryview(data)
                 while view:
@@ -125,21 +147,28 @@ class Destination:
     def read_json(self, name: str, *, limit: int = 64 * 1024 * 1024) -> Any:
         """Return a JSON file's content, None when absent; ValueError when unreadable."""
         try:
-            fd = self.open(name, os.O_RDONLY)
+            # O_NONBLOCK: opening a FIFO planted under this name must not wait for a writer.
+            fd = self.open(name, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         with os.fdopen(fd, "rb") as fh:
+            if not _is_regular(os.fstat(fd).st_mode):
+                raise ValueError(f"{name} is not a regular file")
             data = fh.read(limit + 1)
         if len(data) > limit:
             raise ValueError(f"{name} is larger than {limit} bytes")
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except RecursionError:  # "[[[[..." is not a JSONDecodeError, but it is unreadable
+            raise ValueError(f"{name} is nested too deeply") from None
 
     def hash_file(
         self, name: str, *, limit: int | None = None, progress: Callable[[int], None] | None = None
     ) -> tuple[int, Any] | None:
         """Return (size, sha1 object) of the first `limit` bytes of a file, or None if absent."""
         try:
-            fd = self.open(name, os.O_RDONLY)
+            # O_NONBLOCK: a FIFO planted under this name would otherwise block the open forever.
+            fd = self.open(name, os.O_RDONLY | os.O_NONBLOCK)
         except (FileNotFoundError, OSError) as exc:
             if isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP:
                 return None
@@ -159,22 +188,52 @@ class Destination:
 def hash_fd(
     fd: int, *, limit: int | None = None, progress: Callable[[int], None] | None = None
 ) -> tuple[int, Any]:
-    """Hash a file from its start, reading big blocks into one reused buffer."""
+    """Hash a file from its start: read big blocks on this thread, hash them on another.
+
+    hashlib releases the GIL on big buffers, so the read of one block overlaps the hash of the
+    one before, and the hash (the slower of the two) sets the pace. A few reused buffers keep
+    memory flat.
+    """
     digest = hashlib.sha1()
-    buf = bytearray(HASH_BLOCK)
-    view = memoryview(buf)
+    buffers = [bytearray(HASH_BLOCK) for _ in range(HASH_BUFFERS)]
+    free: queue.SimpleQueue[int] = queue.SimpleQueue()
+    full: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+    for index in range(HASH_BUFFERS):
+        free.put(index)
+
+    failed: list[BaseException] = []
+
+    def hash_blocks() -> None:
+        while (item := full.get()) is not None:
+            index, n = item
+            try:
+                if not failed:
+                    digest.update(memoryview(buffers[index])[:n])
+            except BaseException as exc:  # noqa: BLE001 -- re-raised below
+                failed.append(exc)
+            free.put(index)  # always: the reading side may be waiting for it
+
     size = 0
     os.lseek(fd, 0, os.SEEK_SET)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    while limit is None or size < limit:
-        want = HASH_BLOCK if limit is None else min(HASH_BLOCK, limit - size)
-        n = os.readv(fd, [view[:want]])
-        if n == 0:
-            break
-        digest.update(view[:n])
-        size += n
-        if progress is not None:
-            progress(n)
+    hasher = threading.Thread(target=hash_blocks, name="fetcher-hash", daemon=True)
+    hasher.start()
+    try:
+        while limit is None or size < limit:
+            index = free.get()
+            want = HASH_BLOCK if limit is None else min(HASH_BLOCK, limit - size)
+            n = os.readv(fd, [memoryview(buffers[index])[:want]])
+            if n == 0:
+                break
+            full.put((index, n))
+            size += n
+            if progress is not None:
+                progress(n)
+    finally:
+        full.put(None)
+        hasher.join()
+    if failed:
+        raise failed[0]
     return size, digest
 
 
@@ -222,5 +281,7 @@ def _is_regular(mode: int) -> bool:
 def _io_error(exc: OSError, path: Path) -> FetcherError:
     if exc.errno == errno.ENOSPC:
         return DiskSpaceError(f"no space left on device writing {path}")
+    if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink: someone planted it
+        return FetcherError(f"{path} is a symbolic link; fetcher writes through none")
     reason = exc.strerror or type(exc).__name__
     return FetcherError(f"cannot write {path}: {reason}")

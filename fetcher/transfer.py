@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import queue
 import re
+import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,14 +21,29 @@ import httpx
 
 from fetcher.errors import DiskSpaceError, FetcherError, TransferError
 from fetcher.names import partial_name, state_name
-from fetcher.retry import RetryPolicy, is_retryable_status, parse_retry_after
+from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
 from fetcher.storage import Destination, SpaceGuard, hash_fd
 
 STATE_VERSION = 1
-SYNC_EVERY = 64 * 1024 * 1024  # flush to disk as we go, so the final fsync is short
-QUEUE_CHUNKS = 32
-PROGRESS_INTERVAL = 0.2
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+# The body goes through a ring of BLOCKS buffers of BLOCK bytes (see _Writer): one socket fill,
+# one write and one hash update each. The ring is all a download holds, whatever the size.
+BLOCK = 1024 * 1024
+BLOCKS = 6
+# Start the kernel writing the file out every so often, so that the disk works during the
+# transfer and the final fsync has little left to do (see _start_writeback).
+WRITEBACK_EVERY = 16 * 1024 * 1024
+PAUSE_FLUSH = 0.05  # seconds a stream may pause before what it sent so far is written
+PROGRESS_INTERVAL = 0.2  # seconds between progress reports
+_FADVISE = getattr(os, "posix_fadvise", None)  # Linux and most Unixes; not macOS
+# ASCII digits, at most 19 (< 2**63): "\d" would take any script's digits, and int() of
+# thousands of digits raises ValueError rather than parsing.
+_CONTENT_RANGE = re.compile(
+    r"^\s*bytes\s+([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)\s*$", re.IGNORECASE
+)
+_SIZE = re.compile(r"[0-9]{1,19}")
+# No restore archive comes near 1 PiB: a larger claim is a lie, not a reason to say the
+# disk is too small (or to reserve that much).
+MAX_ARCHIVE_BYTES = 1 << 50
 
 Write = Callable[[int, bytes | memoryview], int]
 
@@ -125,44 +143,193 @@ class _Retry(Exception):
 
 
 class _Writer:
-    """Hashes and writes chunks on a thread of its own, so the network read never waits."""
+    """Writes and hashes the body on two threads of its own, beside the network read.
+
+    The body moves through a ring of BLOCKS buffers of BLOCK bytes, so memory stays the same
+    whatever the archive's size: the network side fills a free buffer (straight from the socket
+    when it can, see `_read_body`), the write thread writes it whole, and the hash thread hashes
+    it and hands it back. Hashing follows writing, so the digest covers exactly the bytes on
+    disk, even after a failed write; `written` counts them. hashlib and os.write release the
+    GIL, so the read, the write and the hash of three buffers overlap on separate cores.
+    """
 
     def __init__(self, fd: int, digest: Any, offset: int, write: Write) -> None:
         self._fd, self._digest, self._write = fd, digest, write
-        self.written = offset
-        self._synced = offset
-        self.error: OSError | None = None
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
-        self._thread = threading.Thread(target=self._run, name="fetcher-writer", daemon=True)
-        self._thread.start()
+        self.written = offset  # on disk and hashed; final once close() returns
+        self.error: BaseException | None = None
+        self._buffers = [bytearray(BLOCK) for _ in range(BLOCKS)]
+        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(BLOCKS):
+            self._free.put(index)
+        self._to_write: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._to_hash: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._current: int | None = None  # the buffer being filled, and how full it is
+        self._filled = 0
+        self._threads = [
+            threading.Thread(target=self._write_loop, args=(offset,), name="fetcher-write"),
+            threading.Thread(target=self._hash_loop, name="fetcher-hash"),
+        ]
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
 
-    def put(self, chunk: bytes) -> None:
+    def space(self) -> memoryview:
+        """The free part of the buffer being filled (waiting for one when all are busy)."""
         if self.error is not None:
             raise self.error
-        self._queue.put(chunk)
+        if self._current is None:
+            self._current, self._filled = self._free.get(), 0
+        return memoryview(self._buffers[self._current])[self._filled :]
+
+    def commit(self, n: int) -> None:
+        """Count `n` bytes just put into `space()`; a full buffer goes to be written."""
+        self._filled += n
+        if self._filled == BLOCK:
+            self.flush()
+
+    def put(self, chunk: bytes | memoryview) -> None:
+        """Copy a chunk in (for bodies that do not come straight from the socket)."""
+        view = memoryview(chunk)
+        while view:
+            room = self.space()
+            n = min(len(room), len(view))
+            room[:n] = view[:n]
+            self.commit(n)
+            view = view[n:]
+
+    @property
+    def holding(self) -> bool:
+        """True when bytes wait in a buffer that is not full yet."""
+        return self._current is not None and self._filled > 0
+
+    def flush(self) -> None:
+        """Send the buffer being filled to be written now, full or not."""
+        if self._current is not None:
+            self._to_write.put((self._current, self._filled))
+            self._current = None
 
     def close(self) -> None:
-        """Wait for everything queued to be hashed and written; re-raise a write error."""
-        self._queue.put(None)
-        self._thread.join()
+        """Write and hash what was filled, wait for both threads; re-raise a write error."""
+        self.flush()
+        self._to_write.put(None)
+        for thread in self._threads:
+            thread.join()
         if self.error is not None:
             raise self.error
 
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            if self.error is not None:
-                continue  # drain, so put() never blocks forever
+    def _write_loop(self, offset: int) -> None:
+        flushed = offset  # where writeback was last started
+        while (item := self._to_write.get()) is not None:
+            index, n = item
+            done = 0
+            if self.error is None:
+                view = memoryview(self._buffers[index])[:n]
+                try:
+                    while done < n:
+                        done += self._write(self._fd, view[done:])
+                except BaseException as exc:  # noqa: BLE001 -- re-raised by close()
+                    self.error = exc
+                offset += done
+                if offset - flushed >= WRITEBACK_EVERY:
+                    _start_writeback(self._fd, flushed, offset - flushed)
+                    flushed = offset
+            self._to_hash.put((index, done))  # even 0 bytes: the buffer must come back
+        self._to_hash.put(None)
+
+    def _hash_loop(self) -> None:
+        while (item := self._to_hash.get()) is not None:
+            index, n = item
             try:
-                view = memoryview(chunk)
-                while view:
-                    view = view[self._write(self._fd, view) :]
-                self._digest.update(chunk)
-                self.written += len(chunk)
-                if self.written - self._synced >= SYNC_EVERY:
-                    os.fdatasync(self._fd)
-                    self._synced = self.written
-            except OSError as exc:
-                self.error = exc
+                if n:
+                    self._digest.update(memoryview(self._buffers[index])[:n])
+                    self.written += n
+            except BaseException as exc:  # noqa: BLE001 -- re-raised by close()
+                self.error = self.error or exc
+            self._free.put(index)  # always: the network side may be waiting for it
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing these pages out now, without waiting for it.
+
+    On Linux, POSIX_FADV_DONTNEED starts asynchronous writeback of the dirty pages in the range
+    (and drops the clean ones). The disk then works during the transfer instead of after it,
+    and the final fsync, which stays, has little left to do.
+    """
+    if _FADVISE is not None:
+        with contextlib.suppress(OSError):  # advice only; a file system may refuse it
+            _FADVISE(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def _read_body(response: httpx.Response, writer: _Writer) -> Iterator[int]:
+    """Move the body into the writer's buffers; yield the size of each piece as it arrives.
+
+    Through httpx, every socket read is copied three times in Python (into h11's buffer, out
+    of it, into bytes). For an HTTP/1.1 body of known length only the first piece comes that
+    way: it holds what h11 had read past the headers, after which h11 holds nothing of the
+    body. The rest is read from the connection's socket straight into the writer's buffers,
+    with the same read timeout and errors mapped as httpx maps them. h11 never sees the end
+    of that body, so httpcore closes the connection instead of reusing it.
+    """
+    raw = response.iter_raw()
+    sock = _body_socket(response)
+    length = _content_length(response)
+    if sock is None or length is None:
+        for chunk in raw:
+            writer.put(chunk)
+            writer.flush()  # no telling when the next chunk comes: write this one now
+            yield len(chunk)
+        return
+    first = next(raw, b"")
+    if first:
+        writer.put(first)
+        yield len(first)
+    remaining = length - len(first)
+    request = response.request
+    timeout = request.extensions.get("timeout", {}).get("read")
+    while remaining > 0:
+        room = writer.space()
+        if len(room) > remaining:
+            room = room[:remaining]
+        # Whatever arrived goes to disk as soon as the stream pauses, not when a buffer fills:
+        # a stalled or killed transfer keeps every byte it received.
+        holding = writer.holding
+        sock.settimeout(PAUSE_FLUSH if holding else timeout)
+        try:
+            n = sock.recv_into(room)
+        except TimeoutError as exc:
+            if holding:
+                writer.flush()
+                continue
+            raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc), request=request) from exc
+        if n == 0:
+            raise httpx.RemoteProtocolError(
+                f"peer closed connection without sending complete message body"
+                f" ({remaining} of {length} bytes missing)",
+                request=request,
+            )
+        writer.commit(n)
+        remaining -= n
+        yield n
+
+
+def _body_socket(response: httpx.Response) -> socket.socket | None:
+    """The socket an HTTP/1.x body can be read from directly, or None to go through httpx."""
+    if response.http_version not in ("HTTP/1.1", "HTTP/1.0"):
+        return None  # HTTP/2 multiplexes streams over its connection
+    if "transfer-encoding" in response.headers:
+        return None  # chunked framing: h11 must unwrap it
+    get_extra_info = getattr(response.extensions.get("network_stream"), "get_extra_info", None)
+    if get_extra_info is None:
+        return None  # a transport without a network stream (a mock, say)
+    sock = get_extra_info("socket")
+    tls = get_extra_info("ssl_object")
+    if not isinstance(sock, socket.socket) or isinstance(tls, ssl.SSLObject):
+        return None  # TLS in TLS (an HTTPS proxy) decrypts in memory, not on this socket
+    if tls is not None and not isinstance(sock, ssl.SSLSocket):
+        return None
+    return sock
 
 
 class Download:
@@ -181,10 +348,13 @@ class Download:
         progress: Progress = _no_progress,
         write: Write = os.write,
         clock: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
     ) -> None:
         self._client, self._dest, self._name, self._source = client, dest, name, source
         self._expected_sha1 = expected_sha1
-        self._policy, self._space, self._progress = policy, space, progress
+        self._policy, self._space = policy, space
+        self._stop = stop
+        self._progress = progress if stop is None else self._stoppable(progress)
         self._write, self._clock = write, clock
         self._part, self._state_name = partial_name(name), state_name(name)
         self._state = _State(job_id=source.job_id, source=source.display, sha1=expected_sha1)
@@ -216,20 +386,24 @@ class Download:
 
     def _open_part(self, fresh: bool) -> int:
         try:
-            fd = self._dest.open(self._part, os.O_RDWR | os.O_CREAT)
+            fd = self._dest.open_private(self._part)  # no symlink, no shared hard link
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise FetcherError(f"{self._dest.path / self._part} is a symbolic link") from None
             raise self._os_error(exc) from None
-        size = os.fstat(fd).st_size
-        state = None if fresh else self._load_state()
-        if size and state is not None and self._matches(state, size):
-            # SHA1 state cannot be saved between runs: hash what is already on disk.
-            self._state = state
-            self._offset, self._digest = self._hash_existing(fd, size)
-            self._progress(self._offset, state.size)
-        else:
-            self._truncate(fd)
+        try:
+            size = os.fstat(fd).st_size
+            state = None if fresh else self._load_state()
+            if size and state is not None and self._matches(state, size):
+                # SHA1 state cannot be saved between runs: hash what is already on disk.
+                self._state = state
+                self._offset, self._digest = self._hash_existing(fd, size)
+                self._progress(self._offset, state.size)
+            else:
+                self._truncate(fd)
+        except BaseException:
+            os.close(fd)  # run() only closes what _open_part returned
+            raise
         return fd
 
     def _load_state(self) -> _State | None:
@@ -271,8 +445,11 @@ class Download:
                 # Complete on disk: ask nothing (a 416 would prove nothing); the SHA1 decides.
                 self._resumed_bytes += self._offset if self.attempts == 0 else 0
                 return
+            self._check_stop()
             self.attempts += 1
-            before = self._offset
+            # Count arrivals, not the offset: a restart can leave the offset lower than before
+            # even though bytes came in.
+            before = self._downloaded
             try:
                 self._attempt(fd)
                 return
@@ -287,15 +464,43 @@ class Download:
                 failures += 1
                 why, retry_after = exc.why, exc.retry_after
             except httpx.TransportError as exc:
+                if (problem := certificate_error(exc)) is not None:
+                    raise TransferError(
+                        f"{self._name}: TLS certificate not trusted ({problem})"
+                        f" at {self._source.display}"
+                    ) from None
                 failures += 1
                 why, retry_after = type(exc).__name__, None
-            if self._offset > before:
+            if self._downloaded > before:
                 failures = 1  # bytes arrived: the budget starts again
             if self._policy.exhausted(failures):
                 raise TransferError(
                     f"{self._name}: giving up after {self.attempts} attempts ({why})"
                 )
-            self._policy.sleep(self._policy.delay(failures, retry_after))
+            self._pause(self._policy.delay(failures, retry_after))
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before the next attempt; an interrupt cuts a real wait (up to minutes) short."""
+        self._check_stop()
+        if self._stop is not None and self._policy.sleep is time.sleep:
+            self._stop.wait(seconds)
+        else:
+            self._policy.sleep(seconds)  # an injected sleep (tests) is called as it is
+        self._check_stop()
+
+    def _check_stop(self) -> None:
+        """End the transfer where it stands once the fetch is interrupted; the bytes stay."""
+        if self._stop is not None and self._stop.is_set():
+            raise TransferError(f"{self._name}: interrupted; {self._part} kept for a resume")
+
+    def _stoppable(self, progress: Progress) -> Progress:
+        """Wrap `progress`: it is the one call made between chunks, so a stop can end a stream."""
+
+        def report(done: int, total: int | None) -> None:
+            self._check_stop()
+            progress(done, total)
+
+        return report
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept-Encoding": "identity"}
@@ -329,9 +534,9 @@ class Download:
         """Check the status and headers; return the full size of the archive if known."""
         status = response.status_code
         if status == 200:
+            length = self._believable(_content_length(response))  # before truncating
             if self._offset > 0:
                 self._truncate(fd)  # Range ignored, or If-Range said the file changed
-            length = _content_length(response)
             self._state = _State(
                 self._source.job_id,
                 self._source.display,
@@ -344,6 +549,7 @@ class Download:
             return length
         if status == 206:
             start, total = _content_range(response.headers.get("content-range"))
+            self._believable(total)
             if start != self._offset or total is None:
                 raise _Restart()
             if self._state.size is not None and total != self._state.size:
@@ -365,16 +571,24 @@ class Download:
             f" for {self._source.display}"
         )
 
+    def _believable(self, size: int | None) -> int | None:
+        """Return a size the pull host announced, or refuse an absurd one."""
+        if size is not None and size > MAX_ARCHIVE_BYTES:
+            raise TransferError(
+                f"{self._name}: the pull host claims the archive is {size} bytes (over 1 PiB)"
+                f" at {self._source.display}; refusing"
+            )
+        return size
+
     def _receive(self, fd: int, response: httpx.Response, total: int | None) -> None:
         if total is not None and self._space is not None:
             self._space.reserve(self._name, total - self._offset, where=str(self._dest.path))
         writer = _Writer(fd, self._digest, self._offset, self._write)
         next_report = 0.0
         try:
-            for chunk in response.iter_raw():
-                writer.put(chunk)
-                self._offset += len(chunk)
-                self._downloaded += len(chunk)
+            for n in _read_body(response, writer):
+                self._offset += n
+                self._downloaded += n
                 now = self._clock()
                 if now >= next_report:
                     next_report = now + PROGRESS_INTERVAL
@@ -411,10 +625,9 @@ def _if_range(state: _State) -> str | None:
 
 
 def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length")
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
+    value = response.headers.get("content-length", "").strip()
+    # Not str.isdigit(): it says yes to "²", which int() then refuses.
+    return int(value) if _SIZE.fullmatch(value) else None
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -430,7 +643,7 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
 
 def _unsatisfied_range(value: str | None) -> tuple[None, int | None]:
     """Parse a 416's 'bytes */TOTAL'."""
-    match = re.match(r"^\s*bytes\s+\*/(\d+)\s*$", value or "", re.IGNORECASE)
+    match = re.match(r"^\s*bytes\s+\*/([0-9]{1,19})\s*$", value or "", re.IGNORECASE)
     return None, (int(match[1]) if match else None)
 
 

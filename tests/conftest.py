@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,11 @@ class Atlas:
         self.list_requests: list[dict[str, str]] = []
         # Hashes a job gains when it is read on its own (the API fills hashes[] late).
         self.hashes_on_job_read: dict[str, list[dict[str, str]]] = {}
+        # Statuses to answer authenticated requests with, in order, before serving them normally.
+        self.api_faults: list[tuple[int, dict[str, str]]] = []
+        self.answered: list[tuple[str, int]] = []  # (path, fault status, or 200 when served)
+        self.polls = 0  # authenticated list requests so far
+        self.on_list: Callable[[int], None] | None = None  # hears each poll, may mutate jobs
         httpserver.expect_request(JOBS_PATH).respond_with_handler(self._list)
         httpserver.expect_request(
             re.compile(re.escape(JOBS_PATH) + "/[^/]+$")
@@ -84,8 +90,27 @@ class Atlas:
     def _public(self, job: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in job.items() if not k.startswith("_")}
 
+    def _fault(self, request: Request) -> Response | None:
+        """Answer the next programmed fault, or record the request and return None."""
+        if not self.gate.check(request):
+            return None
+        if not self.api_faults:
+            self.answered.append((request.path, 200))
+            return None
+        status, headers = self.api_faults.pop(0)
+        self.answered.append((request.path, status))
+        body = {"error": status, "reason": "Fault", "detail": "a programmed fault"}
+        return Response(json.dumps(body), status, headers, content_type="application/json")
+
     def _list(self, request: Request) -> Response:
         self.list_requests.append(dict(request.args))
+        fault = self._fault(request)
+        if fault is not None:
+            return fault
+        if self.gate.check(request):
+            self.polls += 1
+            if self.on_list is not None:
+                self.on_list(self.polls)
         batch = request.args.get("batchId")
         jobs = [
             self._public(j)
@@ -106,6 +131,9 @@ class Atlas:
         return self.gate.json(body, request)
 
     def _one(self, request: Request) -> Response:
+        fault = self._fault(request)
+        if fault is not None:
+            return fault
         job_id = request.path.rsplit("/", 1)[-1]
         for job in self.jobs:
             if job["id"] == job_id:

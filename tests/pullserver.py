@@ -7,6 +7,7 @@ connection, a stall, a short body) need a server that writes the bytes itself.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 CHUNK = 256 * 1024
+HOLD_LIMIT = 60.0  # a held stream lets go by itself after this long, so no test hangs
 
 
 @dataclass
@@ -26,9 +28,13 @@ class Fault:
     drop_after: int | None = None  # close the connection after this many body bytes
     stall_after: int | None = None  # stop sending (but keep the socket) after this many bytes
     stall_seconds: float = 0.0
+    hold: threading.Event | None = None  # stall until this is set (instead of stall_seconds)
+    continue_after_stall: bool = False  # after the stall, send the rest instead of hanging up
     ignore_range: bool = False  # answer 200 with the whole file even to a Range request
     range_start_shift: int = 0  # claim (and send) a range starting this far from the asked one
     digest_challenge: bool = False  # 401 with a Digest challenge, like an API would
+    redirect_to: str | None = None  # answer 302 with this Location instead of the file
+    content_length: str | None = None  # announce this Content-Length (the body stays the file)
 
 
 @dataclass
@@ -52,6 +58,14 @@ class Resource:
     faults: list[Fault] = field(default_factory=list)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-reply is what the faults are for, not an error to print."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class PullServer:
     """Serves registered paths on 127.0.0.1 and logs every request."""
 
@@ -71,7 +85,7 @@ class PullServer:
             def do_GET(self) -> None:
                 server._handle(self)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -114,10 +128,15 @@ class PullServer:
         served = Served(path=h.path.split("?")[0], headers=headers, status=0, sent=0)
         with self._lock:
             self.log.append(served)
+        if self.on_request is not None:
+            self.on_request(served)
         if resource is None:
             self._reply(h, served, 404, b"not found")
             return
         fault = resource.faults.pop(0) if resource.faults else Fault()
+        if fault.redirect_to is not None:
+            self._reply(h, served, 302, b"", {"Location": fault.redirect_to})
+            return
         if fault.digest_challenge:
             challenge = 'Digest realm="MMS Public API", nonce="abc", qop="auth", algorithm=MD5'
             self._reply(h, served, 401, b"{}", {"WWW-Authenticate": challenge})
@@ -148,7 +167,7 @@ class PullServer:
         h.send_response(status)
         for k, v in extra.items():
             h.send_header(k, v)
-        h.send_header("Content-Length", str(len(body)))
+        h.send_header("Content-Length", fault.content_length or str(len(body)))
         h.end_headers()
         limit = len(body) if fault.drop_after is None else min(fault.drop_after, len(body))
         stall = fault.stall_after
@@ -157,8 +176,10 @@ class PullServer:
             while sent < limit:
                 if stall is not None and sent >= stall:
                     h.wfile.flush()
-                    time.sleep(fault.stall_seconds)
+                    _stall(fault)
                     stall = None
+                    if fault.continue_after_stall:
+                        continue
                     break
                 end = min(limit, sent + CHUNK, stall if stall is not None else limit)
                 h.wfile.write(body[sent:end])
@@ -168,8 +189,8 @@ class PullServer:
             h.wfile.flush()
         except OSError:
             pass
-        if sent < len(body):
-            h.close_connection = True
+        if sent < len(body) or fault.content_length is not None:
+            h.close_connection = True  # a client waiting for the announced length sees the end
 
     def _reply(
         self,
@@ -186,3 +207,10 @@ class PullServer:
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         h.wfile.write(body)
+
+
+def _stall(fault: Fault) -> None:
+    if fault.hold is not None:
+        fault.hold.wait(fault.stall_seconds or HOLD_LIMIT)
+    else:
+        time.sleep(fault.stall_seconds)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
 import secrets
 import tarfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +35,35 @@ def make_archive(replica_set: str, payload: int = 64 * 1024) -> bytes:
             entry.size = len(data)
             tar.addfile(entry, io.BytesIO(data))
     return buf.getvalue()
+
+
+class Sleeps:
+    """A RetryPolicy sleep that waits for nothing, records every pause and can act during one."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+        self.during: list[Callable[[], None]] = []  # run one per pause, in order
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        if self.during:
+            self.during.pop(0)()
+
+
+def enospc_after(limit: int) -> Callable[[int, bytes | memoryview], int]:
+    """An os.write that fills the disk after `limit` bytes, writing what fits first."""
+    written = 0
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        nonlocal written
+        room = limit - written
+        if room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = os.write(fd, data[:room])
+        written += n
+        return n
+
+    return write
 
 
 def sha1(data: bytes) -> str:

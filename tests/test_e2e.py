@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import fcntl
 import os
+import pty
+import struct
+import termios
 import signal
 import subprocess
 import sys
@@ -88,3 +92,54 @@ def test_fetch_then_verify_a_batch(fake_atlas: dict[str, Any], tmp_path: Path) -
     target.write_bytes(bytes(data))
     broken = _fetcher(fake_atlas, "verify", str(dest))
     assert broken.returncode == 4 and target.name in broken.stdout
+
+
+def test_progress_bars_on_a_terminal_and_none_with_quiet(
+    fake_atlas: dict[str, Any], tmp_path: Path
+) -> None:
+    ids = [
+        "--group",
+        fake_atlas["group"],
+        "--cluster",
+        fake_atlas["cluster"],
+        "--batch",
+        fake_atlas["batch"],
+    ]
+    names = [job["fileName"] for job in fake_atlas["jobs"]]
+
+    def stderr_on_a_tty(*extra: str) -> str:
+        primary, secondary = pty.openpty()
+        # A terminal of 30 rows and 120 columns (a fresh pty has none, and tqdm sizes bars to it).
+        fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_ATLAS", "MCLI"))}
+        env.update(
+            FETCHER_BASE_URL=fake_atlas["apiBase"],
+            MONGODB_ATLAS_PUBLIC_API_KEY=fake_atlas["publicKey"],
+            MONGODB_ATLAS_PRIVATE_API_KEY=fake_atlas["privateKey"],
+            COLUMNS="120",
+        )
+        dest = tmp_path / f"d{len(extra)}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fetcher", "fetch", *ids, "--dest", str(dest), *extra],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=secondary,
+        )
+        os.close(secondary)
+        out = bytearray()
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # EIO once the child closed the terminal
+                break
+            if not data:
+                break
+            out += data
+        proc.wait(timeout=60)
+        os.close(primary)
+        return out.decode(errors="replace")
+
+    shown = stderr_on_a_tty()
+    assert "total" in shown
+    assert all(name[:20] in shown for name in names), shown
+    assert stderr_on_a_tty("--quiet") == ""
