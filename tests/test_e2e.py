@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import fcntl
+import json
 import os
 import pty
-import struct
-import termios
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
