@@ -301,29 +301,47 @@ def fetch_command(
         bars=not quiet and sys.stderr.isatty(),
         lines=None if quiet else (sys.stderr if as_json else sys.stdout),
     )
-    with Destination(dest) as destination, http, pull_client(settings) as pull:
-        destination.lock()
-        fetcher = Fetcher(
-            api,
-            pull,
-            destination,
-            target,
-            reporter=reporter,
-            redactor=REDACTOR,
-            policy=RetryPolicy(retries=retries),
-            parallel=parallel,
-            wait=WaitPolicy(enabled=wait, poll_interval=poll_interval, timeout=wait_timeout),
-        )
-        try:
-            result = fetcher.run()
-        finally:
-            reporter.close()
+    created = not dest.exists()
+    try:
+        with Destination(dest) as destination, http, pull_client(settings) as pull:
+            destination.lock()
+            fetcher = Fetcher(
+                api,
+                pull,
+                destination,
+                target,
+                reporter=reporter,
+                redactor=REDACTOR,
+                policy=RetryPolicy(retries=retries),
+                parallel=parallel,
+                wait=WaitPolicy(enabled=wait, poll_interval=poll_interval, timeout=wait_timeout),
+            )
+            try:
+                result = fetcher.run()
+            finally:
+                reporter.close()
+    except BaseException:
+        if created:
+            _remove_if_unused(dest)  # a typo in --group should not leave an empty ./BATCH-ID
+        raise
     code = mf.exit_code(result.jobs)
     if as_json:
         click.echo(REDACTOR.scrub(json.dumps(result.to_json(), indent=2)))
     elif not quiet:
         click.echo(_summary(result.jobs, dest / MANIFEST_NAME, code))
     sys.exit(code)
+
+
+def _remove_if_unused(dest: Path) -> None:
+    """Remove a directory this run created if it holds nothing but the lock file."""
+    from fetcher.storage import LOCK_NAME
+
+    try:
+        if {p.name for p in dest.iterdir()} <= {LOCK_NAME}:
+            (dest / LOCK_NAME).unlink(missing_ok=True)
+            dest.rmdir()
+    except OSError:
+        pass  # best effort: the error being reported matters more
 
 
 def _summary(jobs: tuple[JobRecord, ...], where: Path, code: int) -> str:

@@ -337,3 +337,14 @@ def test_empty_batch_is_an_error(atlas: Atlas, creds: None, tmp_path: Path) -> N
     result = run_cli(*fetch_args(atlas, tmp_path))
     assert result.exit_code == 1
     assert "no restore jobs found for batch" in _one_line_error(result.stderr)
+
+
+def test_a_failed_fetch_leaves_no_empty_directory_behind(
+    atlas: Atlas, creds: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MONGODB_ATLAS_PRIVATE_API_KEY", "not-the-key")
+    assert run_cli(*fetch_args(atlas, tmp_path / "new")).exit_code == 1
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    assert run_cli(*fetch_args(atlas, tmp_path / "old")).exit_code == 1
+    assert (tmp_path / "old").is_dir()  # a directory the user made stays
