@@ -265,7 +265,9 @@ def _iso(when: datetime | None) -> str | None:
     help="Seconds to keep waiting with --wait.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars and no per-job lines.")
+@click.option(
+    "--quiet", "-q", is_flag=True, help="No progress bars, and per-job lines only for failures."
+)
 @handle_errors
 def fetch_command(
     group: str,
@@ -422,10 +424,14 @@ class TerminalReporter:
             bar = self._bars.pop(name, None)
             if bar is not None:
                 bar.close()
-            if self._lines is not None:
+            # --quiet drops the per-job lines, but never the reason a job failed.
+            out = (
+                self._lines if self._lines is not None or record.outcome != "failed" else sys.stderr
+            )
+            if out is not None:
                 from tqdm import tqdm
 
-                tqdm.write(_shown(_line(record)), file=self._lines)
+                tqdm.write(_shown(_line(record)), file=out)
 
     def note(self, text: str) -> None:
         """Show a remark on stderr."""

@@ -348,3 +348,13 @@ def test_a_failed_fetch_leaves_no_empty_directory_behind(
     (tmp_path / "old").mkdir()
     assert run_cli(*fetch_args(atlas, tmp_path / "old")).exit_code == 1
     assert (tmp_path / "old").is_dir()  # a directory the user made stays
+
+
+def test_quiet_still_says_why_a_job_failed(atlas: Atlas, creds: None, tmp_path: Path) -> None:
+    atlas.add("ok.tar.gz")
+    atlas.add("bad.tar.gz", published_sha1="0" * 40)
+    result = run_cli(*fetch_args(atlas, tmp_path))  # fetch_args passes --quiet
+    assert result.exit_code == 4
+    assert result.stdout == ""
+    assert "bad.tar.gz" in result.stderr and "SHA1 mismatch" in result.stderr
+    assert "ok.tar.gz" not in result.stderr
