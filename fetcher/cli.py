@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -10,7 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TextIO, TypeVar
 
 import click
 
@@ -49,6 +50,25 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _interrupted() -> NoReturn:
+    """Say so and end the process now, as kill -9 would, which every transfer survives.
+
+    Worker threads may sit in a socket read for up to --timeout; waiting for them would keep
+    the user waiting, and releasing the lock before they stop would let a second fetch in.
+    Ending the process drops the lock and stops them at the same instant.
+    """
+    with contextlib.suppress(OSError):
+        click.echo("fetcher: interrupted; run the same command again to resume", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(130)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null once its reader is gone, so exit does not complain again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn every error into one line on stderr and its documented exit code."""
 
@@ -61,7 +81,10 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except FetcherError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted; run the same command again to resume", 130)
+            _interrupted()
+        except BrokenPipeError:
+            _silence_stdout()
+            sys.exit(1)
         except OSError as exc:
             _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
         except Exception as exc:
@@ -326,11 +349,15 @@ def fetch_command(
         if created:
             _remove_if_unused(dest)  # a typo in --group should not leave an empty ./BATCH-ID
         raise
-    code = mf.exit_code(result.jobs)
-    if as_json:
-        click.echo(REDACTOR.scrub(json.dumps(result.to_json(), indent=2)))
-    elif not quiet:
-        click.echo(_summary(result.jobs, dest / MANIFEST_NAME, code))
+    # This run's outcomes decide the exit code; the manifest also keeps earlier runs' jobs.
+    code = mf.exit_code(fetcher.records)
+    try:
+        if as_json:
+            click.echo(REDACTOR.scrub(json.dumps(result.to_json(), indent=2)))
+        elif not quiet:
+            click.echo(_summary(fetcher.records, dest / MANIFEST_NAME, code))
+    except BrokenPipeError:
+        _silence_stdout()  # the reader left (`| head`); the outcome is in the manifest
     sys.exit(code)
 
 
@@ -396,6 +423,7 @@ class TerminalReporter:
         self._bars: dict[str, tqdm[Any]] = {}
         self._done: dict[str, tuple[int, int | None]] = {}
         self._total: tqdm[Any] | None = None
+        self._closed: set[TextIO] = set()
 
     def progress(self, name: str) -> Progress:
         """Return a callback that moves the archive's bar and the total bar."""
@@ -429,16 +457,24 @@ class TerminalReporter:
                 self._lines if self._lines is not None or record.outcome != "failed" else sys.stderr
             )
             if out is not None:
-                from tqdm import tqdm
-
-                tqdm.write(_shown(_line(record)), file=out)
+                self._write(_shown(_line(record)), out)
 
     def note(self, text: str) -> None:
         """Show a remark on stderr."""
+        with self._lock:
+            self._write(f"fetcher: {_shown(text)}", sys.stderr)
+
+    def _write(self, text: str, out: TextIO) -> None:
+        """Print above the bars; a closed pipe (`| head`) silences us but never stops the fetch."""
         from tqdm import tqdm
 
-        with self._lock:
-            tqdm.write(f"fetcher: {_shown(text)}", file=sys.stderr)
+        if out in self._closed:
+            return
+        try:
+            tqdm.write(text, file=out)
+            out.flush()
+        except (OSError, ValueError):
+            self._closed.add(out)
 
     def close(self) -> None:
         """Remove every bar."""

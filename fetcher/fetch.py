@@ -8,7 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 import httpx
 
@@ -22,6 +22,8 @@ from fetcher.redact import Redactor, display_url
 from fetcher.retry import RetryPolicy
 from fetcher.storage import Destination, SpaceGuard
 from fetcher.transfer import Download, PartResult, Progress, Source, commit, discard
+
+OnDisk = Literal["verified", "changed", "absent"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class Fetcher:
         final: bool,
     ) -> None:
         """Start, skip or keep waiting for each job not yet decided."""
+        fresh: list[tuple[RestoreJob, str]] = []
         for job in jobs:
             self._redactor.add_url(job.delivery.url, public=job.ids)
             self._redactor.add(job.delivery.bearer)
@@ -154,15 +157,24 @@ class Fetcher:
                 continue
             pending.pop(job.id, None)
             name = self._claim_name(job)
-            if name is None:
-                continue
-            if self._already_verified(job, name):
+            if name is not None:
+                fresh.append((job, name))
+        if not fresh:
+            return
+        # Re-hashing archives already on disk is the slow part of a re-run: do it in parallel,
+        # on threads of its own so that it never waits behind running downloads.
+        with ThreadPoolExecutor(self._parallel, thread_name_prefix="fetcher-check") as checks:
+            on_disk = list(checks.map(lambda jn: self._on_disk(*jn), fresh))
+        for (job, name), found in zip(fresh, on_disk, strict=True):
+            if found == "verified":
                 continue
             state, reason = readiness(job, self._now())
-            if state != "ready" and self._kept_part_verifies(job, name):
-                continue
             if state == "ready":
                 futures.append(pool.submit(self._download_job, job, name))
+            elif found == "changed":
+                self._finish(self._changed_on_disk(job, name, reason))
+            elif self._kept_part_verifies(job, name):
+                continue
             elif state == "never" or final:
                 self._release_name(name)
                 self._finish(self._record(job, "skipped", reason, name=name))
@@ -189,24 +201,40 @@ class Fetcher:
         with self._lock:
             self._names.pop(name, None)
 
-    def _already_verified(self, job: RestoreJob, name: str) -> bool:
-        """A final-named archive whose size and SHA1 still match needs no download."""
-        expected = job.sha1 or self._old_sha1(job.id, name)
+    def _on_disk(self, job: RestoreJob, name: str) -> OnDisk:
+        """Check a final-named archive: still verified, changed since, or not there to check."""
+        expected = job.sha1 or self._old_file(job.id, name)[0]
         if expected is None or not self._dest.exists(name):
-            return False
-        hashed = self._dest.hash_file(name)
-        if hashed is None or hashed[1].hexdigest() != expected:
-            return False  # changed on disk: download it again if the link still allows
-        size = hashed[0]
-        self._finish(
-            self._record(
-                job,
-                "verified",
-                "already verified on disk",
-                files=(FileRecord(name, size, expected),),
-            )
+            return "absent"
+        update = self._reporter.progress(name)
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            update(done, None)
+
+        hashed = self._dest.hash_file(name, progress=advance)
+        if hashed is None:
+            return "absent"
+        if hashed[1].hexdigest() != expected:
+            return "changed"
+        files = (FileRecord(name, hashed[0], expected),)
+        self._finish(self._record(job, "verified", "already verified on disk", files=files))
+        return "verified"
+
+    def _changed_on_disk(self, job: RestoreJob, name: str, why_not: str) -> JobRecord:
+        """An archive that no longer matches its SHA1 and cannot be fetched again is corrupt."""
+        expected, size = self._old_file(job.id, name)
+        expected = job.sha1 or expected
+        assert expected is not None
+        on_disk = self._dest.size(name) or 0
+        reason = (
+            f"{name} no longer matches its SHA1 {expected} and cannot be downloaded again"
+            f" ({why_not})"
         )
-        return True
+        files = (FileRecord(name, size if size is not None else on_disk, expected),)
+        return self._record(job, "failed", reason, files=files, failure="integrity")
 
     def _kept_part_verifies(self, job: RestoreJob, name: str) -> bool:
         """A complete partial file kept for want of a SHA1 can be verified with no link at all."""
@@ -221,30 +249,36 @@ class Fetcher:
         self._finish(self._record(job, "verified", "verified the bytes kept earlier", files=files))
         return True
 
-    def _old_sha1(self, job_id: str, name: str) -> str | None:
+    def _old_file(self, job_id: str, name: str) -> tuple[str | None, int | None]:
+        """The SHA1 and size an earlier run verified for this archive, if any."""
         for record in self._old.jobs if self._old else ():
-            if record.id == job_id and record.outcome == "verified":
+            if record.id == job_id and (record.outcome == "verified" or record.files):
                 for f in record.files:
                     if f.name == name:
-                        return f.sha1
-        return None
+                        return f.sha1, f.size
+        return None, None
 
     # -- downloading ---------------------------------------------------------------------
 
     def _download_job(self, job: RestoreJob, name: str) -> None:
         try:
-            self._finish(self._transfer_and_verify(job, name))
+            record = self._transfer_and_verify(job, name)
         except FetcherError as exc:
             if self._stop.is_set():
                 return  # interrupted: run() has already raised, and the partial file stays
             failure: mf.Failure = "integrity" if exc.exit_code == 4 else "error"
-            self._finish(self._record(job, "failed", str(exc), name=name, failure=failure))
+            record = self._record(job, "failed", str(exc), name=name, failure=failure)
         except httpx.HTTPError as exc:  # e.g. a redirect loop: this job fails, the batch goes on
             reason = f"{name}: {type(exc).__name__} from {display_url(job.delivery.url or '')}"
-            self._finish(self._record(job, "failed", reason, name=name, failure="error"))
+            record = self._record(job, "failed", reason, name=name, failure="error")
         except OSError as exc:
-            reason = f"{name}: {exc.strerror or exc}"
-            self._finish(self._record(job, "failed", reason, name=name, failure="error"))
+            record = self._record(
+                job, "failed", f"{name}: {exc.strerror or exc}", name=name, failure="error"
+            )
+        except Exception as exc:  # noqa: BLE001 - one odd job must not sink the batch
+            reason = f"{name}: unexpected {type(exc).__name__}"
+            record = self._record(job, "failed", reason, name=name, failure="error")
+        self._finish(record)
 
     def _transfer_and_verify(self, job: RestoreJob, name: str) -> JobRecord:
         assert job.delivery.url is not None
@@ -323,12 +357,18 @@ class Fetcher:
         )
         return _with_stats(record, result.attempts, result) if result else record
 
+    @property
+    def records(self) -> tuple[JobRecord, ...]:
+        """What this run decided for each job it saw (the manifest also keeps older ones)."""
+        with self._lock:
+            return tuple(self._records.values())
+
     def _finish(self, record: JobRecord) -> None:
         with self._lock:
             self._records[record.id] = record
-        self._reporter.finished(record)
         if record.outcome == "verified":
             self._write_manifest()  # an interrupted run still records what it verified
+        self._reporter.finished(record)
 
     def _write_manifest(self) -> Manifest:
         with self._lock:
@@ -338,19 +378,29 @@ class Fetcher:
                 batch_id=self._target.batch_id,
                 jobs=tuple(self._records.values()),
             )
-            merged = mf.merge(self._old, current)
-            mf.write(self._dest, merged)
-        return merged
+            return mf.write(self._dest, mf.merge(self._old, current))
 
     def _load_old_manifest(self) -> Manifest | None:
         try:
-            return mf.load(self._dest)
+            old = mf.load(self._dest)
         except ManifestError as exc:
             # Keep the unreadable file for the operator, and rebuild from what is on disk.
             aside = f".{MANIFEST_NAME}.unreadable-{int(time.time())}"
             self._dest.replace(MANIFEST_NAME, aside)
             self._reporter.note(f"{exc}; kept it as {aside} and rebuilding it")
             return None
+        t = self._target
+        if old is not None and (old.group_id, old.cluster, old.batch_id) != (
+            t.group,
+            t.cluster,
+            t.batch_id,
+        ):
+            what = f"batch {old.batch_id}" if old.batch_id else "single jobs"
+            raise FetcherError(
+                f"{self._dest.path} holds the manifest of {what} of cluster {old.cluster}"
+                f" in group {old.group_id}; give another --dest"
+            )
+        return old
 
     def _describe_target(self) -> str:
         t = self._target

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
+
 from fetcher.errors import ApiError
 from fetcher.redact import last_segment, origin
 
@@ -164,6 +166,10 @@ def url_problem(url: str) -> str | None:
         return "with credentials in it"
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         return "with spaces or control characters"
+    try:
+        httpx.URL(url)  # the client's own parser (IDNA hosts included) must accept it too
+    except (httpx.InvalidURL, ValueError):  # idna's errors are UnicodeErrors
+        return "that the HTTP client cannot parse"
     return None
 
 

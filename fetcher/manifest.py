@@ -116,11 +116,12 @@ def exit_code(jobs: tuple[JobRecord, ...] | list[JobRecord]) -> int:
     return EXIT_OK
 
 
-def write(dest: Destination, manifest: Manifest) -> None:
-    """Write the manifest atomically, stamped with the current time."""
+def write(dest: Destination, manifest: Manifest) -> Manifest:
+    """Write the manifest atomically, stamped with the current time; return what was written."""
     stamped = replace(manifest, updated=_now())
     data = json.dumps(stamped.to_json(), indent=2, sort_keys=False) + "\n"
     dest.write_atomic(MANIFEST_NAME, data.encode())
+    return stamped
 
 
 def load(dest: Destination) -> Manifest | None:

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from fetcher.errors import EXIT_INCOMPLETE, EXIT_INTEGRITY, EXIT_OK
+from fetcher.errors import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTEGRITY, EXIT_OK
 from fetcher.manifest import Manifest
 from fetcher.storage import Destination
 
-Status = Literal["ok", "missing", "changed", "not verified"]
+Status = Literal["ok", "missing", "changed", "unreadable", "not verified"]
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,18 @@ def verify(
     """Re-hash each recorded archive and compare size and SHA1 with the manifest."""
     checks = []
     for job in manifest.jobs:
-        if job.outcome != "verified" or not job.files:
+        # A failed-integrity job keeps the files it had: they are checked, and found changed.
+        if not job.files or (job.outcome != "verified" and job.failure != "integrity"):
             checks.append(Check(job.id, "", "not verified", f"{job.outcome}: {job.reason}"))
             continue
         for record in job.files:
             report = (lambda n, name=record.name: progress(name, n)) if progress else None
-            hashed = dest.hash_file(record.name, progress=report)
+            try:
+                hashed = dest.hash_file(record.name, progress=report)
+            except OSError as exc:  # one unreadable archive must not hide the others' state
+                detail = exc.strerror or type(exc).__name__
+                checks.append(Check(job.id, record.name, "unreadable", detail))
+                continue
             if hashed is None:
                 checks.append(Check(job.id, record.name, "missing", "not in the directory"))
                 continue
@@ -54,9 +60,11 @@ def verify(
 
 
 def verify_exit_code(checks: list[Check]) -> int:
-    """4 when an archive is missing or changed, 3 when a job was never verified, else 0."""
+    """4: an archive missing or changed; 1: one unreadable; 3: a job never verified; else 0."""
     if any(c.status in ("missing", "changed") for c in checks):
         return EXIT_INTEGRITY
+    if any(c.status == "unreadable" for c in checks):
+        return EXIT_ERROR
     if not checks or any(c.status == "not verified" for c in checks):
         return EXIT_INCOMPLETE
     return EXIT_OK

@@ -358,3 +358,69 @@ def test_quiet_still_says_why_a_job_failed(atlas: Atlas, creds: None, tmp_path: 
     assert result.stdout == ""
     assert "bad.tar.gz" in result.stderr and "SHA1 mismatch" in result.stderr
     assert "ok.tar.gz" not in result.stderr
+
+
+def test_a_verified_archive_corrupted_after_its_link_expired_is_an_integrity_failure(
+    atlas: Atlas, creds: None, tmp_path: Path
+) -> None:
+    job = atlas.add("a.tar.gz")
+    assert run_cli(*fetch_args(atlas, tmp_path)).exit_code == 0
+    data = bytearray((tmp_path / "a.tar.gz").read_bytes())
+    data[100] ^= 0xFF
+    (tmp_path / "a.tar.gz").write_bytes(bytes(data))
+    job["delivery"]["statusName"] = "EXPIRED"
+    result = run_cli(*fetch_args(atlas, tmp_path, "--json"))
+    assert result.exit_code == 4
+    (entry,) = json.loads(result.stdout)["jobs"]
+    assert entry["outcome"] == "failed" and entry["failure"] == "integrity"
+    assert "no longer matches its SHA1" in entry["reason"]
+    assert entry["files"][0]["sha1"] == sha1(atlas.archives["a.tar.gz"])  # what it should be
+    checked = run_cli("verify", str(tmp_path))
+    assert checked.exit_code == 4 and "changed       a.tar.gz" in checked.stdout
+
+
+def test_exit_code_is_this_runs_and_the_manifest_keeps_earlier_jobs(
+    atlas: Atlas, creds: None, tmp_path: Path
+) -> None:
+    bad = atlas.add("bad.tar.gz", batch_id=None, published_sha1="0" * 40)
+    good = atlas.add("good.tar.gz", batch_id=None)
+    base = ["fetch", "--base-url", atlas.base_url, "--group", GROUP, "--cluster", CLUSTER]
+    base += ["--dest", str(tmp_path), "--quiet", "--job"]
+    assert run_cli(*base, str(bad["id"])).exit_code == 4
+    assert run_cli(*base, str(good["id"])).exit_code == 0
+    outcomes = {j["id"]: j["outcome"] for j in _manifest(tmp_path)["jobs"]}  # type: ignore[attr-defined]
+    assert outcomes == {bad["id"]: "failed", good["id"]: "verified"}
+
+
+def test_a_directory_of_another_batch_is_refused(atlas: Atlas, creds: None, tmp_path: Path) -> None:
+    job = atlas.add("a.tar.gz")
+    assert run_cli(*fetch_args(atlas, tmp_path)).exit_code == 0
+    before = (tmp_path / "manifest.json").read_text()
+    args = ["fetch", "--base-url", atlas.base_url, "--group", GROUP, "--cluster", CLUSTER]
+    result = run_cli(*args, "--job", str(job["id"]), "--dest", str(tmp_path))
+    assert result.exit_code == 1
+    assert f"holds the manifest of batch {BATCH}" in _one_line_error(result.stderr)
+    assert (tmp_path / "manifest.json").read_text() == before
+
+
+def test_json_output_is_the_manifest_as_written(atlas: Atlas, creds: None, tmp_path: Path) -> None:
+    atlas.add("a.tar.gz")
+    result = run_cli(*fetch_args(atlas, tmp_path, "--json"))
+    assert json.loads(result.stdout) == _manifest(tmp_path)
+    assert _manifest(tmp_path)["updated"]
+
+
+def test_an_unexpected_error_fails_one_job_not_the_batch(
+    atlas: Atlas, creds: None, tmp_path: Path
+) -> None:
+    atlas.add("good.tar.gz")
+    job = atlas.add("odd.tar.gz")
+    # httpx accepts this URL but its IDNA encoder raises when connecting.
+    job["delivery"]["url"] = "https://xn--a.com/backup/restore/v2/pull/x/TOKEN123/odd.tar.gz"
+    result = run_cli(*fetch_args(atlas, tmp_path))
+    assert result.exit_code == 1
+    line = _one_line_error(result.stderr)
+    assert line.startswith("failed") and "odd.tar.gz" in line and "TOKEN123" not in line
+    assert (tmp_path / "good.tar.gz").exists()
+    outcomes = {j["id"]: j["outcome"] for j in _manifest(tmp_path)["jobs"]}  # type: ignore[attr-defined]
+    assert outcomes[job["id"]] == "failed"

@@ -143,3 +143,32 @@ def test_progress_bars_on_a_terminal_and_none_with_quiet(
     assert "total" in shown
     assert all(name[:20] in shown for name in names), shown
     assert stderr_on_a_tty("--quiet") == ""
+
+
+def test_a_closed_stdout_does_not_cost_the_manifest(
+    fake_atlas: dict[str, Any], tmp_path: Path
+) -> None:
+    dest = tmp_path / "piped"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_ATLAS", "MCLI"))}
+    env.update(
+        FETCHER_BASE_URL=fake_atlas["apiBase"],
+        MONGODB_ATLAS_PUBLIC_API_KEY=fake_atlas["publicKey"],
+        MONGODB_ATLAS_PRIVATE_API_KEY=fake_atlas["privateKey"],
+    )
+    args = ["--group", fake_atlas["group"], "--cluster", fake_atlas["cluster"]]
+    args += ["--batch", fake_atlas["batch"], "--dest", str(dest), "--parallel", "1"]
+    read, write = os.pipe()
+    os.close(read)  # like `fetcher fetch ... | head -0`: every write to stdout fails
+    proc = subprocess.run(
+        [sys.executable, "-m", "fetcher", "fetch", *args],
+        env=env,
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    os.close(write)
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 3  # the batch's real outcome (one expired job), not a pipe error
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert sum(j["outcome"] == "verified" for j in manifest["jobs"]) == 4
