@@ -266,34 +266,47 @@ def _read_body(response: httpx.Response, writer: _Writer) -> Iterator[int]:
     Through httpx, every socket read is copied three times in Python (into h11's buffer, out
     of it, into bytes). For an HTTP/1.1 body of known length only the first piece comes that
     way: it holds what h11 had read past the headers, after which h11 holds nothing of the
-    body. The rest is read from the connection's socket straight into the writer's buffers,
-    with the same read timeout and errors mapped as httpx maps them. h11 never sees the end
-    of that body, so httpcore closes the connection instead of reusing it.
+    body. The rest is read from the connection's socket straight into the writer's buffers
+    (see `_read_socket`). h11 never sees the end of such a body, so httpcore closes the
+    connection instead of reusing it.
     """
     raw = response.iter_raw()
     sock = _body_socket(response)
     length = _content_length(response)
-    if sock is None or length is None:
-        for chunk in raw:
-            writer.put(chunk)
-            writer.flush()  # no telling when the next chunk comes: write this one now
-            yield len(chunk)
-        return
-    first = next(raw, b"")
-    if first:
-        writer.put(first)
-        yield len(first)
-    remaining = length - len(first)
-    request = response.request
+    if sock is not None and length is not None:
+        first = next(raw, b"")
+        if first:
+            writer.put(first)
+            yield len(first)
+        if length > len(first):
+            yield from _read_socket(sock, writer, length - len(first), response.request)
+            return
+    for chunk in raw:  # all of the body, or (when the first piece was all) its end
+        writer.put(chunk)
+        writer.flush()  # no telling when the next chunk comes: write this one now
+        yield len(chunk)
+
+
+def _read_socket(
+    sock: socket.socket, writer: _Writer, remaining: int, request: httpx.Request
+) -> Iterator[int]:
+    """Receive `remaining` body bytes into the writer's buffers, as httpx would have.
+
+    Same read timeout, and the same exceptions as httpx raises for a timeout, a failed read
+    and a body cut short. What arrived is written as soon as the stream pauses, not only when
+    a buffer fills, so a stalled or killed transfer keeps every byte it received.
+    """
     timeout = request.extensions.get("timeout", {}).get("read")
+    current: float | None = -1.0  # no timeout set on the socket by us yet
     while remaining > 0:
         room = writer.space()
         if len(room) > remaining:
             room = room[:remaining]
-        # Whatever arrived goes to disk as soon as the stream pauses, not when a buffer fills:
-        # a stalled or killed transfer keeps every byte it received.
         holding = writer.holding
-        sock.settimeout(PAUSE_FLUSH if holding else timeout)
+        wait = PAUSE_FLUSH if holding else timeout
+        if wait != current:
+            sock.settimeout(wait)
+            current = wait
         try:
             n = sock.recv_into(room)
         except TimeoutError as exc:
@@ -305,8 +318,8 @@ def _read_body(response: httpx.Response, writer: _Writer) -> Iterator[int]:
             raise httpx.ReadError(str(exc), request=request) from exc
         if n == 0:
             raise httpx.RemoteProtocolError(
-                f"peer closed connection without sending complete message body"
-                f" ({remaining} of {length} bytes missing)",
+                "peer closed connection without sending complete message body"
+                f" ({remaining} bytes missing)",
                 request=request,
             )
         writer.commit(n)

@@ -1,0 +1,684 @@
+#!/usr/bin/env python3
+"""Benchmark `fetcher` on loopback against curl + sync, openssl sha1 and aria2c (issue 5).
+
+Run it through scripts/bench, which installs the tools and reuses .venv. Everything it makes
+lives under .bench/: payloads are made once and kept, work files are removed at the end.
+Servers: nginx on two loopback ports (one plain, one with `limit_rate` per connection)
+serving the payloads, and scripts/fake_atlas.py instances whose delivery URLs point at nginx.
+
+Each timed pair runs fetcher and its reference one after the other, alternating which goes
+first, from a fresh directory and with nothing dirty left over (`os.sync()` before each run).
+A pair-wise figure is the median of the per-pair ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import fake_atlas  # scripts/ is on sys.path: this file runs as a script from there
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / ".bench"
+PAYLOAD = BENCH / "payload"
+RUN = BENCH / "run"
+WORK = BENCH / "work"
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+FETCHER = Path(sys.executable).parent / "fetcher"
+STEPS = ("fetch", "verify", "resume", "batch")
+NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {run}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    default_type application/gzip;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path {run}/nginx-temp;
+    log_format bench '$request_uri $status $body_bytes_sent';
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        access_log {run}/access.log bench;
+    }}
+    server {{
+        listen 127.0.0.1:{limited_port};
+        root {root};
+        limit_rate {rate}m;
+        access_log {run}/access-limited.log bench;
+    }}
+}}
+"""
+
+
+class BenchError(Exception):
+    """The benchmark itself could not run."""
+
+
+# -- running things ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished child: wall seconds, exit code and peak resident set (bytes)."""
+
+    wall: float
+    code: int
+    maxrss: int
+
+
+def spawn(
+    argv: list[str], *, log: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child with its output appended to .bench/run/LOG.out."""
+    with (RUN / f"{log}.out").open("ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def reap(proc: subprocess.Popen[bytes], started: float) -> Run:
+    """Wait with wait4, which brings back the child's own peak RSS."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Run(wall, proc.returncode, usage.ru_maxrss * 1024)  # Linux counts KiB
+
+
+def timed(argv: list[str], *, log: str, env: dict[str, str] | None = None) -> Run:
+    """Run a child to completion, timed from before its start to after its exit."""
+    started = time.perf_counter()
+    return reap(spawn(argv, log=log, env=env), started)
+
+
+def checked(run: Run, what: str) -> Run:
+    """A failed run means a meaningless figure: stop there."""
+    if run.code != 0:
+        raise BenchError(f"{what} exited {run.code}; see {RUN}/*.out")
+    return run
+
+
+def wait_for(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
+    """Poll until `ready()`; fail as soon as the process it waits on has died."""
+    deadline = time.monotonic() + 600
+    while not ready():
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited early; see {RUN}/*.out")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} not ready after 600 s")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def listening(port: int) -> bool:
+    """True once something accepts connections on the loopback port."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def fetcher_env() -> dict[str, str]:
+    """The environment to run fetcher in: an installed fetcher has its bytecode cached."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # set in some sandboxes; it costs every start
+    return env
+
+
+def fresh(path: Path) -> Path:
+    """An empty work directory (only ever under .bench/work), with nothing left to flush."""
+    assert WORK in path.parents
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.sync()
+    return path
+
+
+# -- payloads and servers ------------------------------------------------------------------
+
+
+@dataclass
+class Archive:
+    """One payload as a fake Atlas instance lists it."""
+
+    job_id: str
+    name: str
+    sha1: str
+    size: int
+    url: str
+
+
+@dataclass
+class Atlas:
+    """A running fake_atlas.py whose delivery URLs point at nginx."""
+
+    api: str
+    group: str
+    cluster: str
+    batch: str
+    env: dict[str, str]
+    archives: list[Archive] = field(default_factory=list)
+
+    def fetch(self, dest: Path, *, one: bool = True, parallel: int = 4) -> list[str]:
+        """`fetcher fetch` argv for the first archive's job, or for the whole batch."""
+        target = ["--job", self.archives[0].job_id] if one else ["--batch", self.batch]
+        return [
+            *(str(FETCHER), "fetch", "--base-url", self.api, "--group", self.group),
+            *("--cluster", self.cluster, *target, "--dest", str(dest), "--quiet"),
+            *("--parallel", str(parallel)),
+        ]
+
+
+def make_payload(directory: Path, cluster: str, size: int) -> None:
+    """Generate (once) the archive that fake_atlas serves as shard 0 of `cluster`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{cluster}-shard-0-{fake_atlas.stamp(fake_atlas.SNAPSHOT_EPOCH)}.tar.gz"
+    epoch = fake_atlas.SNAPSHOT_EPOCH
+    fake_atlas.make_archive(directory / name, cluster, f"{cluster}-shard-0", epoch, size)
+
+
+class Servers:
+    """nginx and the fake Atlas instances; close() stops everything started here."""
+
+    def __init__(self) -> None:
+        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.port, self.limited_port = free_port(), free_port()
+
+    def close(self) -> None:
+        """Stop every child: SIGTERM, then SIGKILL after 10 s."""
+        for _, proc in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for name, proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                print(f"bench: {name} ignored SIGTERM; killing it", file=sys.stderr)
+                proc.kill()
+                proc.wait()
+        self._procs.clear()
+
+    def start_nginx(self, rate_mib: int) -> None:
+        """Serve PAYLOAD plainly on one port, and at `rate_mib` MiB/s per connection on another."""
+        conf = RUN / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                run=RUN, root=PAYLOAD, port=self.port, limited_port=self.limited_port, rate=rate_mib
+            )
+        )
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        proc = spawn([nginx, "-e", str(RUN / "nginx-error.log"), "-c", str(conf)], log="nginx")
+        self._procs.append(("nginx", proc))
+        wait_for(lambda: listening(self.port) and listening(self.limited_port), proc, "nginx")
+
+    def start_atlas(
+        self, archives: Path, *, cluster: str, shards: int, size: int, port: int
+    ) -> Atlas:
+        """Start fake_atlas.py over `archives`, its delivery URLs on nginx at `port`."""
+        state = RUN / f"atlas-{archives.name}"
+        info_path = state / "server.json"
+        info_path.unlink(missing_ok=True)
+        pull_base = f"http://127.0.0.1:{port}/{archives.name}"
+        argv = [
+            *(sys.executable, str(ROOT / "scripts" / "fake_atlas.py"), "--state-dir", str(state)),
+            *("--archives", str(archives), "--pull-base", pull_base, "--cluster", cluster),
+            *("--shards", str(shards), "--size", str(size), "--page-size", "100"),
+            "--no-expired-job",
+        ]
+        proc = spawn(argv, log=f"atlas-{archives.name}")
+        self._procs.append((f"fake_atlas {archives.name}", proc))
+        wait_for(info_path.exists, proc, f"fake_atlas {archives.name}")
+        info = json.loads(info_path.read_text())
+        env = {k: v for k, v in fetcher_env().items() if not k.startswith(("MONGODB_", "MCLI_"))}
+        env.pop("FETCHER_BASE_URL", None)
+        env["MONGODB_ATLAS_PUBLIC_API_KEY"] = info["publicKey"]
+        env["MONGODB_ATLAS_PRIVATE_API_KEY"] = info["privateKey"]
+        env["NETRC"] = str(RUN / "no-netrc")
+        jobs = sorted(info["jobs"], key=lambda j: "-shard-0-" not in j["fileName"])
+        return Atlas(
+            api=info["apiBase"],
+            group=info["group"],
+            cluster=info["cluster"],
+            batch=info["batch"],
+            env=env,
+            archives=[
+                Archive(
+                    j["id"], j["fileName"], j["sha1"], j["size"], f"{pull_base}/{j['fileName']}"
+                )
+                for j in jobs
+            ],
+        )
+
+
+# -- measurements --------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the result table."""
+
+    name: str
+    fetcher: str
+    reference: str
+    ratio: float | None
+    goal: str
+    ok: bool
+    note: str = ""
+
+
+def seconds(values: list[float]) -> str:
+    """The median, in seconds."""
+    return f"{statistics.median(values):.2f} s"
+
+
+def size(n: int) -> str:
+    """1 GiB, 160 MiB."""
+    return f"{n / GIB:.0f} GiB" if n >= GIB and n % GIB < MIB else f"{n / MIB:.0f} MiB"
+
+
+class Bench:
+    """The measurements; each adds its rows to the table and its raw figures to the record."""
+
+    def __init__(self, runs: int) -> None:
+        self.runs = runs
+        self.rows: list[Row] = []
+        self.raw: dict[str, Any] = {}
+        self.peaks: list[int] = []  # of fetcher on the single archive
+
+    def pairs(
+        self, first: Callable[[], float], second: Callable[[], float], *, warmup: bool
+    ) -> list[tuple[float, float]]:
+        """Run the timed pairs, alternating which side goes first; a warm-up pair is dropped."""
+        out = []
+        for i in range(-1 if warmup else 0, self.runs):
+            if i % 2 == 0:
+                a, b = first(), second()
+            else:
+                b, a = second(), first()
+            if i >= 0:
+                out.append((a, b))
+                print(f"bench:   {i + 1}/{self.runs}: {a:.2f} s vs {b:.2f} s ({a / b:.3f})")
+        return out
+
+    def compare(
+        self, name: str, result: list[tuple[float, float]], goal: float, *, strict: bool = False
+    ) -> None:
+        """Add a row for fetcher against a reference, judged on the median per-pair ratio."""
+        ratio = statistics.median(a / b for a, b in result)
+        ok = ratio < goal if strict else ratio <= goal
+        fetcher, reference = seconds([a for a, _ in result]), seconds([b for _, b in result])
+        self.rows.append(
+            Row(name, fetcher, reference, ratio, f"{'<' if strict else '<='} {goal:.2f}", ok)
+        )
+
+    def fetch_vs_curl(self, atlas: Atlas) -> None:
+        """Whole-process `fetcher fetch` vs `curl -o FILE URL && sync FILE`, then peak RSS."""
+        archive = atlas.archives[0]
+        print(f"bench: fetch {size(archive.size)} vs curl + sync, {self.runs} pairs", flush=True)
+
+        def fetch() -> float:
+            dest = fresh(WORK / "fetch")
+            run = self.fetched(
+                timed(atlas.fetch(dest), log="fetcher", env=atlas.env), dest, [archive]
+            )
+            self.peaks.append(run.maxrss)
+            return run.wall
+
+        def curl() -> float:
+            out = fresh(WORK / "curl") / archive.name
+            got = checked(timed(["curl", "-sSf", "-o", str(out), archive.url], log="curl"), "curl")
+            return got.wall + checked(timed(["sync", str(out)], log="curl"), "sync").wall
+
+        result = self.pairs(fetch, curl, warmup=True)
+        self.raw["fetch_vs_curl"] = result
+        self.compare(f"fetch {size(archive.size)} vs curl -o && sync", result, 1.00)
+        self.raw["peak_rss"] = self.peaks
+        peak = max(self.peaks)
+        mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        note = "max over the runs, from wait4"
+        if peak <= mine:  # Linux carries a parent's peak over into its children
+            note += f"; no more than this script's own {mine / MIB:.0f} MiB, so an upper bound"
+        self.rows.append(
+            Row(
+                f"peak RSS, fetch {size(archive.size)}",
+                f"{peak / MIB:.1f} MiB",
+                "-",
+                None,
+                "< 80 MiB",
+                peak < 80 * MIB,
+                note,
+            )
+        )
+
+    def rss_flat(self, small: Atlas, big: Atlas) -> None:
+        """Peak RSS of fetching the 4 GiB archive against the 1 GiB one."""
+        print(f"bench: peak RSS on {size(big.archives[0].size)}", flush=True)
+        peaks = {}
+        for atlas in (small, big):
+            runs = []
+            for _ in range(2):
+                dest = fresh(WORK / "rss")
+                run = timed(atlas.fetch(dest), log="fetcher", env=atlas.env)
+                runs.append(self.fetched(run, dest, atlas.archives[:1]).maxrss)
+            peaks[atlas.archives[0].size] = max(runs)
+        shutil.rmtree(WORK / "rss", ignore_errors=True)
+        (one, p1), (four, p4) = sorted(peaks.items())
+        self.raw["rss_flat"] = peaks
+        self.rows.append(
+            Row(
+                f"peak RSS, fetch {size(four)} vs {size(one)}",
+                f"{p4 / MIB:.1f} MiB",
+                f"{p1 / MIB:.1f} MiB",
+                p4 / p1,
+                "<= 1.10",
+                p4 / p1 <= 1.10,
+            )
+        )
+
+    def verify_vs_openssl(self, atlas: Atlas) -> None:
+        """`fetcher verify DIR` vs `openssl sha1 FILE`, on a fetched archive."""
+        archive = atlas.archives[0]
+        dest = WORK / "verify"
+        if not (dest / archive.name).exists():
+            self.fetched(
+                timed(atlas.fetch(fresh(dest)), log="fetcher", env=atlas.env), dest, [archive]
+            )
+        print(f"bench: verify {size(archive.size)} vs openssl sha1, {self.runs} pairs", flush=True)
+
+        def verify() -> float:
+            return checked(
+                timed(
+                    [str(FETCHER), "verify", str(dest), "--quiet"], log="verify", env=fetcher_env()
+                ),
+                "fetcher verify",
+            ).wall
+
+        def openssl() -> float:
+            return checked(
+                timed(["openssl", "sha1", str(dest / archive.name)], log="openssl"), "openssl"
+            ).wall
+
+        result = self.pairs(verify, openssl, warmup=True)
+        self.raw["verify_vs_openssl"] = result
+        self.compare(f"verify {size(archive.size)} vs openssl sha1", result, 1.10)
+
+    def resume(self, atlas: Atlas) -> None:
+        """SIGKILL at ~50%, run again, and count the body bytes nginx sent for the archive."""
+        archive = atlas.archives[0]
+        print(f"bench: resume after SIGKILL at 50% of {size(archive.size)}", flush=True)
+        log = RUN / "access.log"
+        start = log.stat().st_size
+        dest = fresh(WORK / "resume")
+        part = dest / f".{archive.name}.part"
+        started = time.perf_counter()
+        proc = spawn(atlas.fetch(dest), log="fetcher-resume", env=atlas.env)
+        kept = 0
+        while proc.poll() is None:
+            with contextlib.suppress(FileNotFoundError):
+                kept = part.stat().st_size
+                if kept >= archive.size // 2:
+                    proc.kill()
+                    break
+            time.sleep(0.002)
+        if (code := reap(proc, started).code) != -signal.SIGKILL:
+            raise BenchError(f"fetcher was not killed mid-transfer (exit {code})")
+        self.fetched(timed(atlas.fetch(dest), log="fetcher-resume", env=atlas.env), dest, [archive])
+        time.sleep(0.2)  # nginx logs a request once it is over
+        with log.open("rb") as fh:
+            fh.seek(start)
+            lines = [line.split() for line in fh.read().decode().splitlines()]
+        sent = [int(f[2]) for f in lines if f[0].endswith(f"/{archive.name}")]
+        ratio = sum(sent) / archive.size
+        self.raw["resume"] = {"kept": kept, "sent": sent, "size": archive.size}
+        note = f"killed with {kept / MIB:.0f} MiB on disk; {len(sent)} requests"
+        self.rows.append(
+            Row(
+                "resume after SIGKILL at 50%: bytes served / size",
+                f"{sum(sent) / MIB:.1f} MiB",
+                f"{archive.size / MIB:.1f} MiB",
+                ratio,
+                "<= 1.05",
+                ratio <= 1.05,
+                note,
+            )
+        )
+
+    def batch(self, atlas: Atlas, rate_mib: int) -> None:
+        """4 archives from the rate-limited server: against the ideal, and against aria2c -j4."""
+        n, biggest = len(atlas.archives), max(a.size for a in atlas.archives)
+        ideal = biggest / (rate_mib * MIB)
+        what = f"batch {n} x {size(biggest)} @ {rate_mib} MiB/s per connection"
+        print(f"bench: {what} (ideal {ideal:.2f} s) vs aria2c -j{n}, {self.runs} pairs", flush=True)
+        listing = RUN / "aria2-input.txt"
+        listing.write_text(
+            "".join(f"{a.url}\n  out={a.name}\n  checksum=sha-1={a.sha1}\n" for a in atlas.archives)
+        )
+
+        def fetch() -> float:
+            dest = fresh(WORK / "batch-fetch")
+            run = timed(
+                atlas.fetch(dest, one=False, parallel=n), log="fetcher-batch", env=atlas.env
+            )
+            return self.fetched(run, dest, atlas.archives).wall
+
+        def aria2() -> float:
+            argv = [
+                *("aria2c", f"-j{n}", "-x1", "-s1", "-i", str(listing)),
+                *("-d", str(fresh(WORK / "batch-aria2")), "--quiet=true"),
+                *("--allow-overwrite=true", "--auto-file-renaming=false"),
+            ]
+            return checked(timed(argv, log="aria2c"), "aria2c").wall
+
+        result = self.pairs(fetch, aria2, warmup=False)
+        self.raw["batch"] = {"pairs": result, "ideal": ideal}
+        fetched = [a for a, _ in result]
+        vs_ideal = statistics.median(a / ideal for a in fetched)
+        self.rows.append(
+            Row(
+                f"{what} vs ideal",
+                seconds(fetched),
+                f"{ideal:.2f} s",
+                vs_ideal,
+                "<= 1.25",
+                vs_ideal <= 1.25,
+                "--parallel 4; ideal = one archive / rate",
+            )
+        )
+        self.compare(
+            f"batch {n} x {size(biggest)} vs aria2c -j{n} (same SHA1s)", result, 1.00, strict=True
+        )
+        self.rows[-1].note = "aria2c checks each SHA1 after its download, one file at a time"
+
+    @staticmethod
+    def fetched(run: Run, dest: Path, archives: list[Archive]) -> Run:
+        """Check that a fetch ended well and left every archive whole."""
+        checked(run, "fetcher fetch")
+        for archive in archives:
+            got = (dest / archive.name).stat().st_size
+            if got != archive.size:
+                raise BenchError(f"{archive.name}: {got} bytes, expected {archive.size}")
+        return run
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    """One line on the machine the figures come from."""
+
+    def first_line(argv: list[str]) -> str:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False)
+        lines = (out.stdout or out.stderr).strip().splitlines()
+        return lines[0] if lines else "?"
+
+    cpu, mem, fs = "unknown CPU", 0, "?"
+    with contextlib.suppress(OSError, StopIteration):
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line for line in cpuinfo if line.startswith("model name")).split(":")[1].strip()
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError):  # the mount that holds .bench/
+        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+        mount = max((m for m in mounts if BENCH.is_relative_to(m[1])), key=lambda m: len(m[1]))
+        fs = mount[2]
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    tools = [first_line([nginx, "-v"]), first_line(["curl", "--version"]).split(" (")[0]]
+    tools += [
+        first_line(["aria2c", "--version"]),
+        " ".join(first_line(["openssl", "version"]).split()[:2]),
+    ]
+    return (
+        f"{os.cpu_count()} x {cpu}, {mem / GIB:.0f} GiB RAM, Linux {platform.release()},"
+        f" {fs} on the .bench disk, Python {platform.python_version()}; {'; '.join(tools)}"
+    )
+
+
+def table(rows: list[Row]) -> str:
+    """The result table in Markdown, which reads well in a terminal too."""
+    head = ("measurement", "fetcher", "reference", "ratio", "goal", "result")
+    body = [
+        (
+            r.name,
+            r.fetcher,
+            r.reference,
+            "-" if r.ratio is None else f"{r.ratio:.3f}",
+            r.goal,
+            "PASS" if r.ok else "FAIL",
+        )
+        for r in rows
+    ]
+    widths = [max(len(cells[i]) for cells in [head, *body]) for i in range(len(head))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    notes = [f"- {r.name}: {r.note}" for r in rows if r.note]
+    return "\n".join([line(head), rule, *map(line, body), "", *notes])
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--runs", type=int, default=5, help="timed pairs per comparison (default 5)")
+    p.add_argument("--full", action="store_true", help="also compare peak RSS on 4 GiB and 1 GiB")
+    p.add_argument("--only", default=",".join(STEPS), help=f"a subset of {','.join(STEPS)}")
+    p.add_argument("--size-mib", type=int, default=1024, help="the single archive (default 1024)")
+    p.add_argument("--batch-mib", type=int, default=160, help="each batch archive (default 160)")
+    p.add_argument("--rate-mib", type=int, default=16, help="limit_rate per connection (16)")
+    p.add_argument("--keep", action="store_true", help="keep .bench/work afterwards")
+    args = p.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if set(args.only) - set(STEPS) or args.runs < 1:
+        p.error(f"--only takes some of {','.join(STEPS)}; --runs must be at least 1")
+    return args
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # so that every `finally` runs and the servers stop
+
+
+@contextlib.contextmanager
+def serving(rate_mib: int) -> Iterator[Servers]:
+    """nginx for the whole run; everything started stopped however the run ends."""
+    servers = Servers()
+    try:
+        servers.start_nginx(rate_mib)
+        yield servers
+    finally:
+        servers.close()
+
+
+def measure(args: argparse.Namespace, bench: Bench) -> None:
+    """Start the fake Atlas instances and run the chosen measurements."""
+    small = 64 * 1024  # the config server's archive, which the single-archive tests skip
+    single = PAYLOAD / f"single-{args.size_mib}M"
+    make_payload(single, "Bench1", args.size_mib * MIB)
+    batch = PAYLOAD / f"batch-{args.batch_mib}M"
+    with serving(args.rate_mib) as servers:
+        one = servers.start_atlas(single, cluster="Bench1", shards=1, size=small, port=servers.port)
+        if "fetch" in args.only:
+            bench.fetch_vs_curl(one)
+        if args.full:
+            huge = PAYLOAD / "single-4096M"
+            make_payload(huge, "Bench4", 4 * GIB)
+            four = servers.start_atlas(
+                huge, cluster="Bench4", shards=1, size=small, port=servers.port
+            )
+            bench.rss_flat(one, four)
+        if "verify" in args.only:
+            bench.verify_vs_openssl(one)
+        if "resume" in args.only:
+            bench.resume(one)
+        if "batch" in args.only:
+            many = servers.start_atlas(
+                batch,
+                cluster="Bench4x",
+                shards=3,
+                size=args.batch_mib * MIB,
+                port=servers.limited_port,
+            )
+            bench.batch(many, args.rate_mib)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print the table, keep a JSON record; exit 0 unless the bench could not run."""
+    args = parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
+    if not FETCHER.exists():
+        raise SystemExit(f"bench: no {FETCHER}; run scripts/bench, which installs it")
+    RUN.mkdir(parents=True, exist_ok=True)
+    for old in RUN.glob("*.out"):
+        old.unlink()
+    about = machine()
+    print(f"bench: {about}", flush=True)
+    bench = Bench(args.runs)
+    try:
+        measure(args, bench)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(WORK, ignore_errors=True)
+    record = {"machine": about, "rows": [asdict(r) for r in bench.rows], "raw": bench.raw}
+    (BENCH / f"results-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
+        json.dumps(record, indent=1)
+    )
+    print(f"\nMachine: {about}\n\n{table(bench.rows)}")
+    failed = [r.name for r in bench.rows if not r.ok]
+    if failed:
+        print(f"bench: {len(failed)} of {len(bench.rows)} goals FAILED: {'; '.join(failed)}")
+    else:
+        print(f"bench: all {len(bench.rows)} goals met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

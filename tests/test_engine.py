@@ -1,0 +1,329 @@
+"""The download engine (socket reads, their fallback through httpx, the writer) and hash_fd.
+
+Bodies here are bigger than the writer's ring of buffers, so every buffer is reused, and the
+socket path is watched to make sure it is the one taken (an httpx upgrade that hid the
+connection's socket would quietly fall back: correct, but slow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+
+from fetcher import storage, transfer
+from fetcher.retry import RetryPolicy
+from fetcher.storage import HASH_BLOCK, Destination
+from fetcher.transfer import BLOCK, BLOCKS, Download, PartResult, Source
+from tests.pullserver import Fault, PullServer
+from tests.support import Sleeps, enospc_after, sha1
+
+MiB = 1024 * 1024
+NAME = "Cluster0-shard-0.tar.gz"
+PATH = f"/backup/restore/v2/pull/job1/token/{NAME}"
+BIG = BLOCK * BLOCKS + 3 * MiB + 12345  # more than the ring holds, not a multiple of a block
+
+
+class BodyServer:
+    """One body over HTTP/1.1, plain or TLS, with a Content-Length or chunked."""
+
+    def __init__(
+        self, data: bytes, *, chunked: bool = False, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.peers: set[tuple[str, int]] = set()  # one per connection served
+        peers = self.peers
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                peers.add(self.client_address)
+                self.send_response(200)
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                for start in range(0, len(data), 300_000):
+                    piece = data[start : start + 300_000]
+                    if chunked:
+                        self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                    else:
+                        self.wfile.write(piece)
+                if chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._httpd.server_port}{PATH}"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def data() -> bytes:
+    return os.urandom(BIG)
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Iterator[Destination]:
+    with Destination(tmp_path / "out") as d:
+        yield d
+
+
+@pytest.fixture
+def socket_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record each use of the direct socket path (the number of bytes it was asked for)."""
+    calls: list[int] = []
+    real = transfer._read_socket
+
+    def spy(sock: Any, writer: Any, remaining: int, request: httpx.Request) -> Iterator[int]:
+        calls.append(remaining)
+        return real(sock, writer, remaining, request)
+
+    monkeypatch.setattr(transfer, "_read_socket", spy)
+    return calls
+
+
+def fetch(client: httpx.Client, dest: Destination, url: str, **kwargs: Any) -> PartResult:
+    source = Source(job_id="job1", url=url, display="pull host")
+    policy = RetryPolicy(retries=3, sleep=Sleeps())
+    return Download(client, dest, NAME, source, expected_sha1=None, policy=policy, **kwargs).run()
+
+
+def on_disk(dest: Destination) -> bytes:
+    return (dest.path / f".{NAME}.part").read_bytes()
+
+
+def test_plain_body_is_read_from_the_socket(
+    dest: Destination, data: bytes, socket_reads: list[int]
+) -> None:
+    server = BodyServer(data)
+    try:
+        with httpx.Client(timeout=5.0) as client:
+            result = fetch(client, dest, server.url)
+    finally:
+        server.close()
+
+    assert (result.size, result.sha1) == (len(data), sha1(data))
+    assert on_disk(dest) == data
+    assert len(socket_reads) == 1
+    assert 0 < socket_reads[0] <= len(data)  # what h11 had not buffered already
+
+
+def test_tls_body_is_read_from_the_tls_socket(
+    dest: Destination, data: bytes, socket_reads: list[int]
+) -> None:
+    ca = trustme.CA()
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(server_side)
+    client_side = ssl.create_default_context()
+    ca.configure_trust(client_side)
+    server = BodyServer(data, tls=server_side)
+    try:
+        with httpx.Client(timeout=5.0, verify=client_side) as client:
+            result = fetch(client, dest, server.url)
+    finally:
+        server.close()
+
+    assert (result.size, result.sha1) == (len(data), sha1(data))
+    assert on_disk(dest) == data
+    assert len(socket_reads) == 1
+
+
+def test_chunked_body_goes_through_httpx(
+    dest: Destination, data: bytes, socket_reads: list[int]
+) -> None:
+    server = BodyServer(data, chunked=True)
+    try:
+        with httpx.Client(timeout=5.0) as client:
+            result = fetch(client, dest, server.url)
+    finally:
+        server.close()
+
+    assert (result.size, result.sha1) == (len(data), sha1(data))
+    assert on_disk(dest) == data
+    assert socket_reads == []
+
+
+@pytest.mark.parametrize(("size", "connections"), [(1000, 1), (BIG, 2)], ids=["small", "big"])
+def test_connection_is_reused_only_after_a_body_h11_saw_whole(
+    tmp_path: Path, size: int, connections: int
+) -> None:
+    data = os.urandom(size)
+    server = BodyServer(data)
+    try:
+        with httpx.Client(timeout=5.0) as client:
+            for n in range(2):
+                with Destination(tmp_path / str(n)) as dest:
+                    assert fetch(client, dest, server.url).sha1 == sha1(data)
+    finally:
+        server.close()
+
+    # A body read in one piece through h11 leaves the connection to the pool; one read past
+    # h11 leaves h11 mid-body, so httpcore closes that connection and opens another.
+    assert len(server.peers) == connections
+
+
+def test_a_pause_in_the_stream_puts_what_arrived_on_disk(
+    dest: Destination, data: bytes, socket_reads: list[int]
+) -> None:
+    pull = PullServer()
+    held = threading.Event()
+    first = 300 * 1024 + 7  # less than a buffer: only the pause can send it to disk
+    pull.add(PATH, data).faults = [Fault(stall_after=first, hold=held, continue_after_stall=True)]
+    results: list[PartResult] = []
+    try:
+        with httpx.Client(timeout=5.0) as client:
+            worker = threading.Thread(
+                target=lambda: results.append(fetch(client, dest, pull.url(PATH)))
+            )
+            worker.start()
+            deadline = time.monotonic() + 5
+            part = dest.path / f".{NAME}.part"
+            while not (part.exists() and part.stat().st_size == first):
+                assert time.monotonic() < deadline, (
+                    "what arrived before the pause never hit the disk"
+                )
+                time.sleep(0.01)
+            held.set()
+            worker.join(10)
+    finally:
+        held.set()
+        pull.close()
+
+    assert [r.sha1 for r in results] == [sha1(data)]
+    assert len(pull.log) == 1  # a pause is not a failure: no second request
+    assert socket_reads
+
+
+def feed(writer: transfer._Writer, data: bytes) -> None:
+    """Put `data` in pieces the way httpx hands them over, then close."""
+    for start in range(0, len(data), 100_000):
+        writer.put(data[start : start + 100_000])
+    writer.close()
+
+
+def test_writer_hashes_exactly_what_reached_the_disk_when_a_write_fails(tmp_path: Path) -> None:
+    data = os.urandom(4 * BLOCK + 1000)
+    limit = 2 * BLOCK + 777  # the disk fills in the middle of the third block
+    fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT)
+    digest = hashlib.sha1()
+    try:
+        writer = transfer._Writer(fd, digest, 0, enospc_after(limit))
+        with pytest.raises(OSError, match="No space left"):
+            feed(writer, data)
+        with pytest.raises(OSError, match="No space left"):
+            writer.close()  # as _receive's finally does: waits for the threads, raises again
+    finally:
+        os.close(fd)
+
+    assert writer.written == limit
+    assert (tmp_path / "part").read_bytes() == data[:limit]
+    assert digest.hexdigest() == sha1(data[:limit])
+
+
+def test_writer_continues_a_digest_from_an_offset(tmp_path: Path) -> None:
+    data = os.urandom(3 * BLOCK + 5)
+    head, tail = data[: BLOCK + 3], data[BLOCK + 3 :]
+    path = tmp_path / "part"
+    path.write_bytes(head)
+    fd = os.open(path, os.O_RDWR)
+    digest = hashlib.sha1(head)
+    try:
+        os.lseek(fd, len(head), os.SEEK_SET)
+        writer = transfer._Writer(fd, digest, len(head), os.write)
+        feed(writer, tail)
+    finally:
+        os.close(fd)
+
+    assert writer.written == len(data)
+    assert path.read_bytes() == data
+    assert digest.hexdigest() == sha1(data)
+
+
+# -- hash_fd: what verify and resume hash files with ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, HASH_BLOCK - 1, HASH_BLOCK, HASH_BLOCK + 1, 2 * HASH_BLOCK + 5]
+)
+@pytest.mark.parametrize("limit", [None, HASH_BLOCK + 3], ids=["whole", "limit"])
+def test_hash_fd_hashes_the_first_bytes(tmp_path: Path, size: int, limit: int | None) -> None:
+    data = os.urandom(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    seen: list[int] = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done, digest = storage.hash_fd(fd, limit=limit, progress=seen.append)
+        offset = os.lseek(fd, 0, os.SEEK_CUR)
+    finally:
+        os.close(fd)
+
+    expected = data[:limit]
+    assert (done, digest.hexdigest()) == (len(expected), sha1(expected))
+    assert sum(seen) == done
+    assert offset == done  # the file offset is left after what was hashed
+
+
+def test_hash_fd_reads_what_it_cannot_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(3 * HASH_BLOCK + 11)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    maps = 0
+    real = mmap.mmap
+
+    def second_fails(*args: Any, **kwargs: Any) -> Any:
+        nonlocal maps
+        maps += 1
+        if maps > 1:
+            raise OSError(19, "No such device")  # as for a file system that cannot map
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mmap, "mmap", second_fails)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done, digest = storage.hash_fd(fd)
+    finally:
+        os.close(fd)
+
+    assert (done, digest.hexdigest()) == (len(data), sha1(data))
+    assert maps == 2
+
+
+def test_hash_fd_stops_where_a_shrinking_file_ends(tmp_path: Path) -> None:
+    data = os.urandom(3 * HASH_BLOCK)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    cut = HASH_BLOCK + HASH_BLOCK // 2
+
+    def shrink(n: int) -> None:
+        os.truncate(path, cut)  # after the first block: the next must not map past the end
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done, digest = storage.hash_fd(fd, progress=shrink)
+    finally:
+        os.close(fd)
+
+    assert (done, digest.hexdigest()) == (cut, sha1(data[:cut]))
