@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from pathlib import Path
@@ -34,10 +35,16 @@ def tune_httpcore() -> None:
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
     """Verification always on: the public roots, plus --ca-cert or SSL_CERT_FILE if given."""
-    context = ssl.create_default_context(cafile=certifi.where())
     extra = settings.ca_cert or (
         Path(os.environ["SSL_CERT_FILE"]) if os.environ.get("SSL_CERT_FILE") else None
     )
+    return _context(extra)
+
+
+@functools.lru_cache(maxsize=4)
+def _context(extra: Path | None) -> ssl.SSLContext:
+    # Loading certifi's bundle takes ~0.1 s; both clients share one (thread-safe) context.
+    context = ssl.create_default_context(cafile=certifi.where())
     if extra is not None:
         try:
             context.load_verify_locations(cafile=str(extra))

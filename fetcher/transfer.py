@@ -480,7 +480,7 @@ class Download:
                 if (problem := certificate_error(exc)) is not None:
                     raise TransferError(
                         f"{self._name}: TLS certificate not trusted ({problem})"
-                        f" at {self._source.display}"
+                        f" at {self._source.display}; a private CA goes in --ca-cert"
                     ) from None
                 failures += 1
                 why, retry_after = type(exc).__name__, None
@@ -527,19 +527,24 @@ class Download:
         return headers
 
     def _attempt(self, fd: int) -> None:
+        if self._space is not None and self._state.size is not None:
+            # Known from an earlier attempt or run: refuse before a request spends a download.
+            remaining = self._state.size - self._offset
+            self._space.reserve(self._name, remaining, where=str(self._dest.path))
         with self._client.stream("GET", self._source.url, headers=self._headers()) as response:
-            if response.status_code == 416 and self._complete_per_416(response):
+            if response.status_code == 416 and self._complete_per_416(fd, response):
                 return
             total = self._accept(fd, response)
             self._receive(fd, response, total)
 
-    def _complete_per_416(self, response: httpx.Response) -> bool:
+    def _complete_per_416(self, fd: int, response: httpx.Response) -> bool:
         """A 416 whose total equals what we hold means every byte is here; the SHA1 decides."""
         _, total = _unsatisfied_range(response.headers.get("content-range"))
         if total is None or total != self._offset or self._state.size not in (None, total):
             return False
         self._state.size = total
         self._resumed_bytes += self._offset
+        os.fsync(fd)  # the state may say "complete" only once the bytes are durable
         self._save_state()
         return True
 
@@ -619,6 +624,7 @@ class Download:
             raise _Retry(f"short body ({self._offset} of {total} bytes)")
         if total is None:
             self._state.size = self._offset  # chunked body that ended cleanly
+            os.fsync(fd)  # data first, then the state that calls it complete
             self._save_state()
 
     def _os_error(self, exc: OSError) -> FetcherError:

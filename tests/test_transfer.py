@@ -551,6 +551,18 @@ def test_too_little_free_space_is_refused_before_the_body(
     assert not (dest.path / NAME).exists()
 
 
+def test_a_resume_of_known_size_is_refused_before_any_request(
+    pull: PullServer, client: httpx.Client, dest: Destination, sleeps: Sleeps, archive: bytes
+) -> None:
+    leave_partial(client, dest, pull, archive, 300 * KiB)
+    asked = len(pull.log)
+    guard = SpaceGuard(lambda: 10 * MiB)  # the rest of the archive plus the margin won't fit
+    with pytest.raises(DiskSpaceError, match="not enough space"):
+        download(client, dest, pull, sleeps, space=guard).run()
+    assert len(pull.log) == asked  # no request, so no download spent on a refusal
+    assert part(dest).read_bytes() == archive[: 300 * KiB]
+
+
 # -- 14. encodings -----------------------------------------------------------------------------
 
 
