@@ -172,20 +172,11 @@ def run_cli(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+def api_args(atlas: Atlas, command: str, *extra: str) -> list[str]:
+    """A command with the test cluster's API options, then `extra`."""
+    return [command, "--base-url", atlas.base_url, "--group", GROUP, "--cluster", CLUSTER, *extra]
+
+
 def fetch_args(atlas: Atlas, dest: Path, *extra: str) -> list[str]:
     """The usual `fetcher fetch` arguments for the test batch."""
-    return [
-        "fetch",
-        "--base-url",
-        atlas.base_url,
-        "--group",
-        GROUP,
-        "--cluster",
-        CLUSTER,
-        "--batch",
-        BATCH,
-        "--dest",
-        str(dest),
-        "--quiet",
-        *extra,
-    ]
+    return api_args(atlas, "fetch", "--batch", BATCH, "--dest", str(dest), "--quiet", *extra)

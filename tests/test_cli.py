@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fetcher.names import partial_name
-from tests.conftest import Atlas, fetch_args, run_cli
+from tests.conftest import Atlas, api_args, fetch_args, run_cli
 from tests.support import BATCH, CLUSTER, GROUP, PRIVATE_KEY, sha1
 
 
@@ -75,20 +75,7 @@ def test_default_dest_is_the_batch_id(
 
 def test_one_replica_set_job(atlas: Atlas, creds: None, tmp_path: Path) -> None:
     job = atlas.add("rs0.tar.gz", batch_id=None)
-    args = [
-        "fetch",
-        "--base-url",
-        atlas.base_url,
-        "--group",
-        GROUP,
-        "--cluster",
-        CLUSTER,
-        "--job",
-        str(job["id"]),
-        "--dest",
-        str(tmp_path / "rs"),
-        "--quiet",
-    ]
+    args = api_args(atlas, "fetch", "--job", str(job["id"]), "--dest", str(tmp_path / "rs"))
     assert run_cli(*args).exit_code == 0
     doc = _manifest(tmp_path / "rs")
     assert doc["batchId"] is None and doc["complete"] is True
@@ -243,17 +230,7 @@ def test_list_table_and_json_show_no_token(atlas: Atlas, creds: None) -> None:
     ready = atlas.add("a.tar.gz")
     atlas.add("b.tar.gz", delivery_status="EXPIRED")
     token = str(ready["_path"]).split("/")[-2]
-    base = [
-        "list",
-        "--base-url",
-        atlas.base_url,
-        "--group",
-        GROUP,
-        "--cluster",
-        CLUSTER,
-        "--batch",
-        BATCH,
-    ]
+    base = api_args(atlas, "list", "--batch", BATCH)
     table = run_cli(*base)
     assert table.exit_code == 0
     lines = table.stdout.splitlines()

@@ -48,16 +48,22 @@ def fake_atlas(tmp_path: Path) -> Iterator[dict[str, Any]]:
     proc.wait(timeout=10)
 
 
-def _fetcher(server: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+def _env(server: dict[str, Any], **extra: str) -> dict[str, str]:
+    """This environment with the fake server's API root and keys (and no others)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_ATLAS", "MCLI"))}
     env.update(
         FETCHER_BASE_URL=server["apiBase"],
         MONGODB_ATLAS_PUBLIC_API_KEY=server["publicKey"],
         MONGODB_ATLAS_PRIVATE_API_KEY=server["privateKey"],
+        **extra,
     )
+    return env
+
+
+def _fetcher(server: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fetcher", *args],
-        env=env,
+        env=_env(server),
         capture_output=True,
         text=True,
         timeout=120,
@@ -111,13 +117,7 @@ def test_progress_bars_on_a_terminal_and_none_with_quiet(
         primary, secondary = pty.openpty()
         # A terminal of 30 rows and 120 columns (a fresh pty has none, and tqdm sizes bars to it).
         fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_ATLAS", "MCLI"))}
-        env.update(
-            FETCHER_BASE_URL=fake_atlas["apiBase"],
-            MONGODB_ATLAS_PUBLIC_API_KEY=fake_atlas["publicKey"],
-            MONGODB_ATLAS_PRIVATE_API_KEY=fake_atlas["privateKey"],
-            COLUMNS="120",
-        )
+        env = _env(fake_atlas, COLUMNS="120")
         dest = tmp_path / f"d{len(extra)}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "fetcher", "fetch", *ids, "--dest", str(dest), *extra],
@@ -149,12 +149,7 @@ def test_a_closed_stdout_does_not_cost_the_manifest(
     fake_atlas: dict[str, Any], tmp_path: Path
 ) -> None:
     dest = tmp_path / "piped"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_ATLAS", "MCLI"))}
-    env.update(
-        FETCHER_BASE_URL=fake_atlas["apiBase"],
-        MONGODB_ATLAS_PUBLIC_API_KEY=fake_atlas["publicKey"],
-        MONGODB_ATLAS_PRIVATE_API_KEY=fake_atlas["privateKey"],
-    )
+    env = _env(fake_atlas)
     args = ["--group", fake_atlas["group"], "--cluster", fake_atlas["cluster"]]
     args += ["--batch", fake_atlas["batch"], "--dest", str(dest), "--parallel", "1"]
     read, write = os.pipe()
