@@ -21,7 +21,7 @@ USER_AGENT = f"fetcher/{__version__}"
 # httpcore reads 64 KiB per socket read. httpx alone took 2.4 s to read 1 GiB from nginx on
 # loopback that way, 1.8 s with 1 MiB reads (2.0 s with 4 MiB: bigger buffers cost more in
 # allocation than they save). The transfer reads most of a body straight from the socket (see
-# fetcher.transfer._read_body); this size still serves response heads, the first piece of a
+# fetcher.stream.read_body); this size still serves response heads, the first piece of a
 # body, and bodies that httpx must unframe (chunked ones).
 SOCKET_READ_BYTES = 1024 * 1024
 

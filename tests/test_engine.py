@@ -22,10 +22,11 @@ import httpx
 import pytest
 import trustme
 
-from fetcher import storage, transfer
+from fetcher import storage, stream
 from fetcher.retry import RetryPolicy
 from fetcher.storage import HASH_BLOCK, Destination
-from fetcher.transfer import BLOCK, BLOCKS, Download, PartResult, Source
+from fetcher.stream import BLOCK, BLOCKS
+from fetcher.transfer import Download, PartResult, Source
 from tests.pullserver import Fault, PullServer
 from tests.support import Sleeps, enospc_after, sha1
 
@@ -94,13 +95,13 @@ def dest(tmp_path: Path) -> Iterator[Destination]:
 def socket_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record each use of the direct socket path (the number of bytes it was asked for)."""
     calls: list[int] = []
-    real = transfer._read_socket
+    real = stream._read_socket
 
     def spy(sock: Any, writer: Any, remaining: int, request: httpx.Request) -> Iterator[int]:
         calls.append(remaining)
         return real(sock, writer, remaining, request)
 
-    monkeypatch.setattr(transfer, "_read_socket", spy)
+    monkeypatch.setattr(stream, "_read_socket", spy)
     return calls
 
 
@@ -216,7 +217,7 @@ def test_a_pause_in_the_stream_puts_what_arrived_on_disk(
     assert socket_reads
 
 
-def feed(writer: transfer._Writer, data: bytes) -> None:
+def feed(writer: stream.BodyWriter, data: bytes) -> None:
     """Put `data` in pieces the way httpx hands them over, then close."""
     for start in range(0, len(data), 100_000):
         writer.put(data[start : start + 100_000])
@@ -229,7 +230,7 @@ def test_writer_hashes_exactly_what_reached_the_disk_when_a_write_fails(tmp_path
     fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT)
     digest = hashlib.sha1()
     try:
-        writer = transfer._Writer(fd, digest, 0, enospc_after(limit))
+        writer = stream.BodyWriter(fd, digest, 0, enospc_after(limit))
         with pytest.raises(OSError, match="No space left"):
             feed(writer, data)
         with pytest.raises(OSError, match="No space left"):
@@ -251,7 +252,7 @@ def test_writer_continues_a_digest_from_an_offset(tmp_path: Path) -> None:
     digest = hashlib.sha1(head)
     try:
         os.lseek(fd, len(head), os.SEEK_SET)
-        writer = transfer._Writer(fd, digest, len(head), os.write)
+        writer = stream.BodyWriter(fd, digest, len(head), os.write)
         feed(writer, tail)
     finally:
         os.close(fd)

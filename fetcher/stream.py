@@ -1,0 +1,241 @@
+"""The download engine: an HTTP body received into a ring of buffers, written and hashed beside.
+
+transfer.py decides what to ask for and what the answer means; this module only moves bytes
+from the socket to the disk and the digest as fast as the hardware allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+# The body goes through a ring of BLOCKS buffers of BLOCK bytes (see BodyWriter): one socket fill,
+# one write and one hash update each. The ring is all a download holds, whatever the size.
+BLOCK = 1024 * 1024
+BLOCKS = 6
+# Start the kernel writing the file out every so often, so that the disk works during the
+# transfer and the final fsync has little left to do (see _start_writeback).
+WRITEBACK_EVERY = 16 * 1024 * 1024
+PAUSE_FLUSH = 0.05  # seconds a stream may pause before what it sent so far is written
+_FADVISE = getattr(os, "posix_fadvise", None)  # Linux and most Unixes; not macOS
+_SIZE = re.compile(r"[0-9]{1,19}")  # ASCII digits only, and few enough for int()
+
+Write = Callable[[int, bytes | memoryview], int]
+
+
+class BodyWriter:
+    """Writes and hashes the body on two threads of its own, beside the network read.
+
+    The body moves through a ring of BLOCKS buffers of BLOCK bytes, so memory stays the same
+    whatever the archive's size: the network side fills a free buffer (straight from the socket
+    when it can, see `read_body`), the write thread writes it whole, and the hash thread hashes
+    it and hands it back. Hashing follows writing, so the digest covers exactly the bytes on
+    disk, even after a failed write; `written` counts them. hashlib and os.write release the
+    GIL, so the read, the write and the hash of three buffers overlap on separate cores.
+    """
+
+    def __init__(self, fd: int, digest: Any, offset: int, write: Write) -> None:
+        self._fd, self._digest, self._write = fd, digest, write
+        self.written = offset  # on disk and hashed; final once close() returns
+        self.error: BaseException | None = None
+        self._buffers = [bytearray(BLOCK) for _ in range(BLOCKS)]
+        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(BLOCKS):
+            self._free.put(index)
+        self._to_write: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._to_hash: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._current: int | None = None  # the buffer being filled, and how full it is
+        self._filled = 0
+        self._threads = [
+            threading.Thread(target=self._write_loop, args=(offset,), name="fetcher-write"),
+            threading.Thread(target=self._hash_loop, name="fetcher-hash"),
+        ]
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
+
+    def space(self) -> memoryview:
+        """The free part of the buffer being filled (waiting for one when all are busy)."""
+        if self.error is not None:
+            raise self.error
+        if self._current is None:
+            self._current, self._filled = self._free.get(), 0
+        return memoryview(self._buffers[self._current])[self._filled :]
+
+    def commit(self, n: int) -> None:
+        """Count `n` bytes just put into `space()`; a full buffer goes to be written."""
+        self._filled += n
+        if self._filled == BLOCK:
+            self.flush()
+
+    def put(self, chunk: bytes | memoryview) -> None:
+        """Copy a chunk in (for bodies that do not come straight from the socket)."""
+        view = memoryview(chunk)
+        while view:
+            room = self.space()
+            n = min(len(room), len(view))
+            room[:n] = view[:n]
+            self.commit(n)
+            view = view[n:]
+
+    @property
+    def holding(self) -> bool:
+        """True when bytes wait in a buffer that is not full yet."""
+        return self._current is not None and self._filled > 0
+
+    def flush(self) -> None:
+        """Send the buffer being filled to be written now, full or not."""
+        if self._current is not None:
+            self._to_write.put((self._current, self._filled))
+            self._current = None
+
+    def close(self) -> None:
+        """Write and hash what was filled, wait for both threads; re-raise a write error."""
+        self.flush()
+        self._to_write.put(None)
+        for thread in self._threads:
+            thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _write_loop(self, offset: int) -> None:
+        flushed = offset  # where writeback was last started
+        while (item := self._to_write.get()) is not None:
+            index, n = item
+            done = 0
+            if self.error is None:
+                view = memoryview(self._buffers[index])[:n]
+                try:
+                    while done < n:
+                        done += self._write(self._fd, view[done:])
+                except BaseException as exc:  # noqa: BLE001 -- re-raised by close()
+                    self.error = exc
+                offset += done
+                if offset - flushed >= WRITEBACK_EVERY:
+                    _start_writeback(self._fd, flushed, offset - flushed)
+                    flushed = offset
+            self._to_hash.put((index, done))  # even 0 bytes: the buffer must come back
+        self._to_hash.put(None)
+
+    def _hash_loop(self) -> None:
+        while (item := self._to_hash.get()) is not None:
+            index, n = item
+            try:
+                if n:
+                    self._digest.update(memoryview(self._buffers[index])[:n])
+                    self.written += n
+            except BaseException as exc:  # noqa: BLE001 -- re-raised by close()
+                self.error = self.error or exc
+            self._free.put(index)  # always: the network side may be waiting for it
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing these pages out now, without waiting for it.
+
+    On Linux, POSIX_FADV_DONTNEED starts asynchronous writeback of the dirty pages in the range
+    (and drops the clean ones). The disk then works during the transfer instead of after it,
+    and the final fsync, which stays, has little left to do.
+    """
+    if _FADVISE is not None:
+        with contextlib.suppress(OSError):  # advice only; a file system may refuse it
+            _FADVISE(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def read_body(response: httpx.Response, writer: BodyWriter) -> Iterator[int]:
+    """Move the body into the writer's buffers; yield the size of each piece as it arrives.
+
+    Through httpx, every socket read is copied three times in Python (into h11's buffer, out
+    of it, into bytes). For an HTTP/1.1 body of known length only the first piece comes that
+    way: it holds what h11 had read past the headers, after which h11 holds nothing of the
+    body. The rest is read from the connection's socket straight into the writer's buffers
+    (see `_read_socket`). h11 never sees the end of such a body, so httpcore closes the
+    connection instead of reusing it.
+    """
+    raw = response.iter_raw()
+    sock = _body_socket(response)
+    length = content_length(response)
+    if sock is not None and length is not None:
+        first = next(raw, b"")
+        if first:
+            writer.put(first)
+            yield len(first)
+        if length > len(first):
+            yield from _read_socket(sock, writer, length - len(first), response.request)
+            return
+    for chunk in raw:  # all of the body, or (when the first piece was all) its end
+        writer.put(chunk)
+        writer.flush()  # no telling when the next chunk comes: write this one now
+        yield len(chunk)
+
+
+def _read_socket(
+    sock: socket.socket, writer: BodyWriter, remaining: int, request: httpx.Request
+) -> Iterator[int]:
+    """Receive `remaining` body bytes into the writer's buffers, as httpx would have.
+
+    Same read timeout, and the same exceptions as httpx raises for a timeout, a failed read
+    and a body cut short. What arrived is written as soon as the stream pauses, not only when
+    a buffer fills, so a stalled or killed transfer keeps every byte it received.
+    """
+    timeout = request.extensions.get("timeout", {}).get("read")
+    current: float | None = -1.0  # no timeout set on the socket by us yet
+    while remaining > 0:
+        room = writer.space()
+        if len(room) > remaining:
+            room = room[:remaining]
+        holding = writer.holding
+        wait = PAUSE_FLUSH if holding else timeout
+        if wait != current:
+            sock.settimeout(wait)
+            current = wait
+        try:
+            n = sock.recv_into(room)
+        except TimeoutError as exc:
+            if holding:
+                writer.flush()
+                continue
+            raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc), request=request) from exc
+        if n == 0:
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body"
+                f" ({remaining} bytes missing)",
+                request=request,
+            )
+        writer.commit(n)
+        remaining -= n
+        yield n
+
+
+def _body_socket(response: httpx.Response) -> socket.socket | None:
+    """The socket an HTTP/1.x body can be read from directly, or None to go through httpx."""
+    if response.http_version not in ("HTTP/1.1", "HTTP/1.0"):
+        return None  # HTTP/2 multiplexes streams over its connection
+    if "transfer-encoding" in response.headers:
+        return None  # chunked framing: h11 must unwrap it
+    get_extra_info = getattr(response.extensions.get("network_stream"), "get_extra_info", None)
+    if get_extra_info is None:
+        return None  # a transport without a network stream (a mock, say)
+    sock = get_extra_info("socket")
+    tls = get_extra_info("ssl_object")
+    if not isinstance(sock, socket.socket) or isinstance(tls, ssl.SSLObject):
+        return None  # TLS in TLS (an HTTPS proxy) decrypts in memory, not on this socket
+    if tls is not None and not isinstance(sock, ssl.SSLSocket):
+        return None
+    return sock
+
+
+def content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length", "").strip()
+    # Not str.isdigit(): it says yes to "²", which int() then refuses.
+    return int(value) if _SIZE.fullmatch(value) else None
