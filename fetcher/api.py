@@ -17,6 +17,7 @@ from fetcher.errors import ApiError, AuthError, NotFoundError
 from fetcher.jobs import RestoreJob, parse_job
 from fetcher.redact import origin, printable
 from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
+from fetcher.stream import content_length
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PAGES = 1000
@@ -184,12 +185,12 @@ class RestoreJobsClient:
                 if status:
                     failures += 1
                     if self._policy.exhausted(failures):
-                        raise _error_for(status, body, url)
+                        raise _error_for(status, body)
                 retry_after = parse_retry_after(headers.get("retry-after"))
                 self._policy.sleep(self._policy.delay(failures, retry_after))
                 continue
             if status != 200:
-                raise _error_for(status, body, url)
+                raise _error_for(status, body)
             try:
                 return loads(body)
             except ValueError:
@@ -226,8 +227,8 @@ class RestoreJobsClient:
     def _read_capped(self, response: httpx.Response) -> bytes:
         """Read at most max_body bytes, before and after decompression, or raise."""
         too_big = ApiError(f"API response larger than {_size_text(self._max_body)}; refusing it")
-        declared = response.headers.get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > self._max_body:
+        declared = content_length(response)
+        if declared is not None and declared > self._max_body:
             raise too_big  # no need to read what we will refuse
         chunks, size = [], 0
         # Raw bytes: httpx would inflate each compressed chunk whole, and a small gzip
@@ -281,7 +282,7 @@ def _describe(exc: httpx.TransportError) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _error_for(status: int, body: bytes, url: str) -> ApiError:
+def _error_for(status: int, body: bytes) -> ApiError:
     """Turn an error status and MongoDB's error body into one readable exception."""
     detail = ""
     try:

@@ -194,7 +194,7 @@ def list_command(
     as_json: bool,
 ) -> None:
     """List restore jobs with their delivery status (no pull-URL tokens are shown)."""
-    from fetcher.jobs import readiness
+    from fetcher.jobs import iso_utc, readiness
 
     settings = _settings(base_url, ca_cert, timeout, retries)
     http, api = _api(settings)
@@ -203,8 +203,7 @@ def list_command(
     now = datetime.now(UTC)
     rows = []
     for job in jobs:
-        REDACTOR.add_url(job.delivery.url, public=job.ids)
-        REDACTOR.add(job.delivery.bearer)
+        job.hide_secrets(REDACTOR)
         state, reason = readiness(job, now)
         try:
             name = choose_name(job.name_candidates())
@@ -218,7 +217,7 @@ def list_command(
                 "statusName": job.status,
                 "deliveryStatus": job.delivery.status,
                 "deliveryMethod": job.delivery.method,
-                "expires": _iso(job.delivery.expires),
+                "expires": iso_utc(job.delivery.expires) if job.delivery.expires else None,
                 "readiness": state,
                 "reason": reason,
                 "sha1": job.sha1,
@@ -250,10 +249,6 @@ def list_command(
     for row in table:
         cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=False)] + [str(row[-1])]
         click.echo(_shown("  ".join(cells).rstrip()))
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z") if when else None
 
 
 @main.command("fetch")

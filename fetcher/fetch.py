@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
@@ -149,8 +149,7 @@ class Fetcher:
         """Start, skip or keep waiting for each job not yet decided."""
         fresh: list[tuple[RestoreJob, str]] = []
         for job in jobs:
-            self._redactor.add_url(job.delivery.url, public=job.ids)
-            self._redactor.add(job.delivery.bearer)
+            job.hide_secrets(self._redactor)
             with self._lock:
                 decided = job.id in self._records or job.id in self._names.values()
             if decided:
@@ -228,12 +227,13 @@ class Fetcher:
         expected, size = self._old_file(job.id, name)
         expected = job.sha1 or expected
         assert expected is not None
-        on_disk = self._dest.size(name) or 0
+        if size is None:
+            size = self._dest.size(name) or 0
         reason = (
             f"{name} no longer matches its SHA1 {expected} and cannot be downloaded again"
             f" ({why_not})"
         )
-        files = (FileRecord(name, size if size is not None else on_disk, expected),)
+        files = (FileRecord(name, size, expected),)
         return self._record(job, "failed", reason, files=files, failure="integrity")
 
     def _kept_part_verifies(self, job: RestoreJob, name: str) -> bool:
@@ -252,7 +252,7 @@ class Fetcher:
     def _old_file(self, job_id: str, name: str) -> tuple[str | None, int | None]:
         """The SHA1 and size an earlier run verified for this archive, if any."""
         for record in self._old.jobs if self._old else ():
-            if record.id == job_id and (record.outcome == "verified" or record.files):
+            if record.id == job_id:  # only verified and integrity-failed records have files
                 for f in record.files:
                     if f.name == name:
                         return f.sha1, f.size
@@ -294,7 +294,7 @@ class Fetcher:
         if expected is None:
             reason = (
                 f"the API publishes no SHA1 for it yet; {result.size} bytes kept in"
-                f" .{name}.part (sha1 {result.sha1}); run fetch again to verify"
+                f" {partial_name(name)} (sha1 {result.sha1}); run fetch again to verify"
             )
             return self._record(job, "unverified", reason, name=name, result=result)
         if result.sha1 != expected and result.resumed:
@@ -409,6 +409,4 @@ class Fetcher:
 
 
 def _with_stats(record: JobRecord, attempts: int, result: PartResult) -> JobRecord:
-    from dataclasses import replace
-
     return replace(record, attempts=attempts, resumed_bytes=result.resumed_bytes)

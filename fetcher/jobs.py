@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from fetcher.errors import ApiError
-from fetcher.redact import last_segment, origin
+from fetcher.redact import Redactor, last_segment, origin
 
 Readiness = Literal["ready", "wait", "never"]
 
@@ -64,6 +64,11 @@ class RestoreJob:
     def sha1(self) -> str | None:
         """The published SHA1 of the archive, lower-cased, if the API lists one."""
         return self.hashes[0].sha1 if self.hashes else None
+
+    def hide_secrets(self, redactor: Redactor) -> None:
+        """Teach `redactor` this job's pull-link token and bearer, keeping its ids readable."""
+        redactor.add_url(self.delivery.url, public=self.ids)
+        redactor.add(self.delivery.bearer)
 
     @property
     def ids(self) -> tuple[str | None, ...]:
@@ -214,6 +219,11 @@ def _parse_time(value: object, job_id: str) -> datetime | None:
     raise ApiError(f"unexpected API response: job {job_id} has an unreadable expiry time")
 
 
+def iso_utc(when: datetime) -> str:
+    """ISO-8601 in UTC with a Z, as the API writes times."""
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def readiness(job: RestoreJob, now: datetime) -> tuple[Readiness, str]:
     """Say whether a job can be pulled now, later, or never, and why."""
     delivery = job.delivery
@@ -222,7 +232,7 @@ def readiness(job: RestoreJob, now: datetime) -> tuple[Readiness, str]:
     if delivery.status in _DEAD_DELIVERY:
         return "never", f"delivery {delivery.status}"
     if delivery.expires is not None and delivery.expires <= now:
-        return "never", f"expired at {delivery.expires.isoformat().replace('+00:00', 'Z')}"
+        return "never", f"expired at {iso_utc(delivery.expires)}"
     if delivery.method not in ("HTTP", "AUTOMATED_RESTORE") and not delivery.url:
         return "never", f"delivery method {delivery.method} has no file to download"
     if job.status != "FINISHED" or delivery.status != "READY":

@@ -70,7 +70,7 @@ class Destination:
         try:
             fd = self.open(LOCK_NAME, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
-            raise _io_error(exc, self.path / LOCK_NAME) from None
+            raise io_error(exc, self.path / LOCK_NAME) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -99,11 +99,7 @@ class Destination:
 
     def exists(self, name: str) -> bool:
         """Return True if a regular file of that name is in the directory."""
-        try:
-            st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return _is_regular(st.st_mode)
+        return self.size(name) is not None
 
     def size(self, name: str) -> int | None:
         """Return the size of a regular file, or None when there is none."""
@@ -141,7 +137,7 @@ class Destination:
             self.replace(tmp, name)
         except OSError as exc:
             self.remove(tmp)
-            raise _io_error(exc, self.path / name) from None
+            raise io_error(exc, self.path / name) from None
 
     def read_json(self, name: str, *, limit: int = 64 * 1024 * 1024) -> Any:
         """Return a JSON file's content, None when absent; ValueError when unreadable."""
@@ -168,8 +164,8 @@ class Destination:
         try:
             # O_NONBLOCK: a FIFO planted under this name would otherwise block the open forever.
             fd = self.open(name, os.O_RDONLY | os.O_NONBLOCK)
-        except (FileNotFoundError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP:
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ELOOP):
                 return None
             raise
         try:
@@ -278,8 +274,9 @@ def _is_regular(mode: int) -> bool:
     return stat.S_ISREG(mode)
 
 
-def _io_error(exc: OSError, path: Path) -> FetcherError:
-    if exc.errno == errno.ENOSPC:
+def io_error(exc: OSError, path: Path) -> FetcherError:
+    """Turn a failed file operation on `path` into the error a user sees."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskSpaceError(f"no space left on device writing {path}")
     if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink: someone planted it
         return FetcherError(f"{path} is a symbolic link; fetcher writes through none")

@@ -236,6 +236,7 @@ def _body_socket(response: httpx.Response) -> socket.socket | None:
 
 
 def content_length(response: httpx.Response) -> int | None:
+    """The Content-Length a response announces, or None when absent or not a plain number."""
     value = response.headers.get("content-length", "").strip()
     # Not str.isdigit(): it says yes to "²", which int() then refuses.
     return int(value) if _SIZE.fullmatch(value) else None

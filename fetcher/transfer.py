@@ -18,7 +18,7 @@ import httpx
 from fetcher.errors import DiskSpaceError, FetcherError, TransferError
 from fetcher.names import partial_name, state_name
 from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
-from fetcher.storage import Destination, SpaceGuard, hash_fd
+from fetcher.storage import Destination, SpaceGuard, hash_fd, io_error
 from fetcher.stream import BodyWriter, Write, content_length, read_body
 
 STATE_VERSION = 1
@@ -28,6 +28,7 @@ PROGRESS_INTERVAL = 0.2  # seconds between progress reports
 _CONTENT_RANGE = re.compile(
     r"^\s*bytes\s+([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)\s*$", re.IGNORECASE
 )
+_UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/([0-9]{1,19})\s*$", re.IGNORECASE)
 # No restore archive comes near 1 PiB: a larger claim is a lie, not a reason to say the
 # disk is too small (or to reserve that much).
 MAX_ARCHIVE_BYTES = 1 << 50
@@ -183,8 +184,6 @@ class Download:
         try:
             fd = self._dest.open_private(self._part)  # no symlink, no shared hard link
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise FetcherError(f"{self._dest.path / self._part} is a symbolic link") from None
             raise self._os_error(exc) from None
         try:
             size = os.fstat(fd).st_size
@@ -192,7 +191,7 @@ class Download:
             if size and state is not None and self._matches(state, size):
                 # SHA1 state cannot be saved between runs: hash what is already on disk.
                 self._state = state
-                self._offset, self._digest = self._hash_existing(fd, size)
+                self._offset, self._digest = hash_fd(fd, limit=size)  # leaves fd at the end
                 self._progress(self._offset, state.size)
             else:
                 self._truncate(fd)
@@ -216,11 +215,6 @@ class Download:
             return False
         return bool(state.etag or state.last_modified or state.size)
 
-    def _hash_existing(self, fd: int, size: int) -> tuple[int, Any]:
-        done, digest = hash_fd(fd, limit=size)
-        os.lseek(fd, done, os.SEEK_SET)
-        return done, digest
-
     def _truncate(self, fd: int) -> None:
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
@@ -238,7 +232,8 @@ class Download:
         while True:
             if self._state.size is not None and self._offset == self._state.size:
                 # Complete on disk: ask nothing (a 416 would prove nothing); the SHA1 decides.
-                self._resumed_bytes += self._offset if self.attempts == 0 else 0
+                if self.attempts == 0:
+                    self._resumed_bytes += self._offset  # all of it kept from an earlier run
                 return
             self._check_stop()
             self.attempts += 1
@@ -321,7 +316,7 @@ class Download:
 
     def _complete_per_416(self, fd: int, response: httpx.Response) -> bool:
         """A 416 whose total equals what we hold means every byte is here; the SHA1 decides."""
-        _, total = _unsatisfied_range(response.headers.get("content-range"))
+        total = _unsatisfied_range(response.headers.get("content-range"))
         if total is None or total != self._offset or self._state.size not in (None, total):
             return False
         self._state.size = total
@@ -412,11 +407,12 @@ class Download:
     def _os_error(self, exc: OSError) -> FetcherError:
         where = self._dest.path / self._part
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # Say what a full disk leaves behind here: the bytes so far, ready to resume.
             return DiskSpaceError(
                 f"no space left on device writing {where} ({self._offset} bytes kept;"
                 " free some space and run fetch again to resume)"
             )
-        return FetcherError(f"cannot write {where}: {exc.strerror or exc}")
+        return io_error(exc, where)
 
 
 def _if_range(state: _State) -> str | None:
@@ -436,10 +432,10 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, int(total)
 
 
-def _unsatisfied_range(value: str | None) -> tuple[None, int | None]:
-    """Parse a 416's 'bytes */TOTAL'."""
-    match = re.match(r"^\s*bytes\s+\*/([0-9]{1,19})\s*$", value or "", re.IGNORECASE)
-    return None, (int(match[1]) if match else None)
+def _unsatisfied_range(value: str | None) -> int | None:
+    """Parse a 416's 'bytes */TOTAL' into TOTAL."""
+    match = _UNSATISFIED_RANGE.match(value or "")
+    return int(match[1]) if match else None
 
 
 def commit(dest: Destination, name: str) -> None:
