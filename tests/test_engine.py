@@ -23,6 +23,7 @@ import pytest
 import trustme
 
 from fetcher import storage, stream
+from fetcher.names import partial_name
 from fetcher.retry import RetryPolicy
 from fetcher.storage import HASH_BLOCK, Destination
 from fetcher.stream import BLOCK, BLOCKS
@@ -111,19 +112,23 @@ def fetch(client: httpx.Client, dest: Destination, url: str, **kwargs: Any) -> P
     return Download(client, dest, NAME, source, expected_sha1=None, policy=policy, **kwargs).run()
 
 
+def fetch_from(server: BodyServer, dest: Destination, **client: Any) -> PartResult:
+    """Download the server's body with a client built from `client`, then stop the server."""
+    try:
+        with httpx.Client(timeout=5.0, **client) as http:
+            return fetch(http, dest, server.url)
+    finally:
+        server.close()
+
+
 def on_disk(dest: Destination) -> bytes:
-    return (dest.path / f".{NAME}.part").read_bytes()
+    return (dest.path / partial_name(NAME)).read_bytes()
 
 
 def test_plain_body_is_read_from_the_socket(
     dest: Destination, data: bytes, socket_reads: list[int]
 ) -> None:
-    server = BodyServer(data)
-    try:
-        with httpx.Client(timeout=5.0) as client:
-            result = fetch(client, dest, server.url)
-    finally:
-        server.close()
+    result = fetch_from(BodyServer(data), dest)
 
     assert (result.size, result.sha1) == (len(data), sha1(data))
     assert on_disk(dest) == data
@@ -139,12 +144,7 @@ def test_tls_body_is_read_from_the_tls_socket(
     ca.issue_cert("127.0.0.1").configure_cert(server_side)
     client_side = ssl.create_default_context()
     ca.configure_trust(client_side)
-    server = BodyServer(data, tls=server_side)
-    try:
-        with httpx.Client(timeout=5.0, verify=client_side) as client:
-            result = fetch(client, dest, server.url)
-    finally:
-        server.close()
+    result = fetch_from(BodyServer(data, tls=server_side), dest, verify=client_side)
 
     assert (result.size, result.sha1) == (len(data), sha1(data))
     assert on_disk(dest) == data
@@ -154,12 +154,7 @@ def test_tls_body_is_read_from_the_tls_socket(
 def test_chunked_body_goes_through_httpx(
     dest: Destination, data: bytes, socket_reads: list[int]
 ) -> None:
-    server = BodyServer(data, chunked=True)
-    try:
-        with httpx.Client(timeout=5.0) as client:
-            result = fetch(client, dest, server.url)
-    finally:
-        server.close()
+    result = fetch_from(BodyServer(data, chunked=True), dest)
 
     assert (result.size, result.sha1) == (len(data), sha1(data))
     assert on_disk(dest) == data
