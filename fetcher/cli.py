@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import click
 from fetcher import __version__
 from fetcher import manifest as mf
 from fetcher.config import DEFAULT_BASE_URL, Settings, load_credentials, normalise_base_url
-from fetcher.errors import ConfigError, FetcherError, ManifestError
+from fetcher.errors import FetcherError, ManifestError
 from fetcher.manifest import JobRecord
 from fetcher.names import MANIFEST_NAME, choose_name
 from fetcher.redact import Redactor, origin, printable
@@ -31,10 +32,13 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from fetcher.api import RestoreJobsClient
+    from fetcher.fetch import WaitStatus
     from fetcher.transfer import Progress
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 
 # Every secret that becomes known is added here, and every line we print is scrubbed with it.
 REDACTOR = Redactor()
@@ -98,11 +102,25 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def object_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Accept a MongoDB ObjectId (24 hex digits) before anything is requested with it."""
+    if value is None or _OBJECT_ID.fullmatch(value):
+        return value
+    shown = printable(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    raise click.BadParameter(f"{shown!r} is not a MongoDB id (24 hexadecimal digits)")
+
+
 def api_options(func: Callable[P, R]) -> Callable[P, R]:
     """Options every command that talks to the API shares."""
     options = [
         click.option(
-            "--group", "group", required=True, metavar="GROUP-ID", help="Project (group) id."
+            "--group",
+            "group",
+            required=True,
+            metavar="GROUP-ID",
+            callback=object_id,
+            help="Project (group) id.",
         ),
         click.option(
             "--cluster",
@@ -180,7 +198,13 @@ def _api(settings: Settings) -> tuple[Any, RestoreJobsClient]:
 
 @main.command("list")
 @api_options
-@click.option("--batch", "batch_id", metavar="BATCH-ID", help="Only the jobs of this batch.")
+@click.option(
+    "--batch",
+    "batch_id",
+    metavar="BATCH-ID",
+    callback=object_id,
+    help="Only the jobs of this batch.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handle_errors
 def list_command(
@@ -253,8 +277,16 @@ def list_command(
 
 @main.command("fetch")
 @api_options
-@click.option("--batch", "batch_id", metavar="BATCH-ID", help="Fetch every job of this batch.")
-@click.option("--job", "job_id", metavar="JOB-ID", help="Fetch one (replica set) job.")
+@click.option(
+    "--batch",
+    "batch_id",
+    metavar="BATCH-ID",
+    callback=object_id,
+    help="Fetch every job of this batch.",
+)
+@click.option(
+    "--job", "job_id", metavar="JOB-ID", callback=object_id, help="Fetch one (replica set) job."
+)
 @click.option(
     "--dest",
     type=click.Path(file_okay=False, path_type=Path),
@@ -314,12 +346,11 @@ def fetch_command(
     settings = _settings(base_url, ca_cert, timeout, retries, parallel)
     target = Target(group=group, cluster=cluster, batch_id=batch_id, job_id=job_id)
     dest = dest or Path.cwd() / str(batch_id or job_id)
-    if dest.name in ("", ".", "..") and (batch_id or job_id or "").strip(".") == "":
-        raise ConfigError("give --dest: the batch or job id is not a usable directory name")
     http, api = _api(settings)
     reporter = TerminalReporter(
         bars=not quiet and sys.stderr.isatty(),
         lines=None if quiet else (sys.stderr if as_json else sys.stdout),
+        wait=wait,
     )
     created = not dest.exists()
     try:
@@ -412,13 +443,17 @@ def verify_command(directory: Path, as_json: bool, quiet: bool) -> None:
 class TerminalReporter:
     """Progress bars (tqdm) on stderr when it is a terminal, and one line per finished job."""
 
-    def __init__(self, *, bars: bool, lines: TextIO | None) -> None:
+    def __init__(self, *, bars: bool, lines: TextIO | None, wait: bool = False) -> None:
         self._bars_on, self._lines = bars, lines
         self._lock = threading.Lock()
         self._bars: dict[str, tqdm[Any]] = {}
         self._done: dict[str, tuple[int, int | None]] = {}
         self._total: tqdm[Any] | None = None
         self._closed: set[TextIO] = set()
+        # Under --wait the top line is the wait status; the bars go below it.
+        self._first_bar = 1 if wait else 0
+        self._status: tqdm[Any] | None = None
+        self._last_wait = ""
 
     def progress(self, name: str) -> Progress:
         """Return a callback that moves the archive's bar and the total bar."""
@@ -430,8 +465,9 @@ class TerminalReporter:
                 bar = self._bars.get(name)
                 if bar is None:
                     if self._total is None:
-                        self._total = _bar("total", None, 0)
-                    bar = self._bars[name] = _bar(name, total, len(self._bars) + 1)
+                        self._total = _bar("total", None, self._first_bar)
+                    position = self._first_bar + len(self._bars) + 1
+                    bar = self._bars[name] = _bar(name, total, position)
                 self._done[name] = (done, total)
                 _move(bar, done, total)
                 known = [t for _, t in self._done.values()]
@@ -459,6 +495,23 @@ class TerminalReporter:
         with self._lock:
             self._write(f"fetcher: {_shown(text)}", sys.stderr)
 
+    def waiting(self, status: WaitStatus | None) -> None:
+        """Show what --wait waits for: a status line on a terminal, else a line per change."""
+        with self._lock:
+            if status is None:
+                if self._status is not None:
+                    self._status.close()
+                    self._status = None
+                return
+            text = _shown(str(status))
+            if self._bars_on:
+                if self._status is None:
+                    self._status = _status_line()
+                self._status.set_description_str(text)
+            elif self._lines is not None and status.what != self._last_wait:
+                self._write(f"fetcher: {text}", sys.stderr)
+            self._last_wait = status.what
+
     def _write(self, text: str, out: TextIO) -> None:
         """Print above the bars; a closed pipe (`| head`) silences us but never stops the fetch."""
         from tqdm import tqdm
@@ -476,8 +529,9 @@ class TerminalReporter:
         with self._lock:
             for bar in self._bars.values():
                 bar.close()
-            if self._total is not None:
-                self._total.close()
+            for line in (self._total, self._status):
+                if line is not None:
+                    line.close()
 
 
 def _ignore_progress(done: int, total: int | None) -> None:
@@ -499,6 +553,12 @@ def _bar(name: str, total: int | None, position: int) -> tqdm[Any]:
         dynamic_ncols=True,
         mininterval=0.2,
     )
+
+
+def _status_line() -> tqdm[Any]:
+    from tqdm import tqdm
+
+    return tqdm(bar_format="{desc}", position=0, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
 def _move(bar: tqdm[Any] | None, done: int, total: int | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -15,7 +16,7 @@ import httpx
 from fetcher import manifest as mf
 from fetcher.api import RestoreJobsClient
 from fetcher.errors import FetcherError, ManifestError, NotFoundError, UnsafeNameError
-from fetcher.jobs import RestoreJob, readiness
+from fetcher.jobs import Readiness, RestoreJob, readiness
 from fetcher.manifest import FileRecord, JobRecord, Manifest
 from fetcher.names import MANIFEST_NAME, choose_name, partial_name
 from fetcher.redact import Redactor, display_url
@@ -45,6 +46,49 @@ class WaitPolicy:
     timeout: float = 6 * 3600.0
 
 
+@dataclass(frozen=True)
+class WaitStatus:
+    """What a fetch under --wait is waiting for, as of the last poll."""
+
+    waiting: int  # jobs not ready yet
+    listed: int  # jobs the last listing held
+    stages: tuple[tuple[str, int], ...]  # what they wait on (e.g. IN_PROGRESS), and how many
+    next_poll: float  # seconds
+
+    @property
+    def what(self) -> str:
+        """The status without the countdown: it changes only when a job does."""
+        if len(self.stages) == 1:
+            stages = self.stages[0][0]
+        else:
+            stages = ", ".join(f"{n} {stage}" for stage, n in self.stages)
+        return f"waiting for {self.waiting} of {self.listed} jobs: {stages}"
+
+    def __str__(self) -> str:
+        return f"{self.what}; next poll in {self.next_poll:g} s"
+
+
+def wait_status(
+    listed: list[RestoreJob], pending: dict[str, RestoreJob], next_poll: float
+) -> WaitStatus:
+    """Summarise the jobs still waited on, grouped by the stage each is at."""
+    stages = Counter(_stage(job) for job in pending.values())
+    return WaitStatus(
+        waiting=len(pending),
+        listed=len({job.id for job in listed} | set(pending)),
+        stages=tuple(sorted(stages.items(), key=lambda kv: (-kv[1], kv[0]))),
+        next_poll=next_poll,
+    )
+
+
+def _stage(job: RestoreJob) -> str:
+    if job.status != "FINISHED":
+        return job.status  # IN_PROGRESS: the restore itself is running
+    if job.delivery.status != "READY":
+        return f"delivery {job.delivery.status}"
+    return "no link yet"
+
+
 class Reporter(Protocol):
     """What the CLI (or any caller) hears while a fetch runs; called from worker threads."""
 
@@ -55,7 +99,10 @@ class Reporter(Protocol):
         """Hear that a job reached its outcome."""
 
     def note(self, text: str) -> None:
-        """Hear a remark worth showing (a rebuilt manifest, a wait)."""
+        """Hear a remark worth showing (a rebuilt manifest, a restart)."""
+
+    def waiting(self, status: WaitStatus | None) -> None:
+        """Hear what --wait waits for before each poll; None once it waits no more."""
 
 
 class Fetcher:
@@ -86,11 +133,17 @@ class Fetcher:
         self._stop = threading.Event()  # set when run() is interrupted: transfers end early
         self._records: dict[str, JobRecord] = {}
         self._names: dict[str, str] = {}  # file name -> job id, to refuse collisions
+        self._name_of: dict[str, str] = {}  # job id -> the file name it holds
         self._old: Manifest | None = None
+        self._old_files: dict[str, tuple[FileRecord, ...]] = {}  # job id -> files verified
+        self._journal = mf.Journal(
+            dest, Manifest(group_id=target.group, cluster=target.cluster, batch_id=target.batch_id)
+        )
 
     def run(self) -> Manifest:
         """Fetch every job of the target; return the manifest written to the destination."""
         self._old = self._load_old_manifest()
+        self._old_files = {job.id: job.files for job in self._old.jobs} if self._old else {}
         jobs = self._list()
         if not jobs and not self._wait.enabled:
             raise NotFoundError(f"no restore jobs found for {self._describe_target()}")
@@ -108,7 +161,9 @@ class Fetcher:
             pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
         if not self._records:
             raise NotFoundError(f"no restore jobs found for {self._describe_target()}")
-        return self._write_manifest()
+        manifest = self._write_manifest()
+        self._journal.close()  # manifest.json now holds every line of it
+        return manifest
 
     def _fetch_all(self, jobs: list[RestoreJob], pool: ThreadPoolExecutor) -> None:
         """Start what is ready, poll for the rest while waiting, then wait for every transfer."""
@@ -116,11 +171,16 @@ class Fetcher:
         futures: list[Future[None]] = []
         self._dispatch(jobs, pending, pool, futures, final=not self._wait.enabled)
         deadline = self._clock() + self._wait.timeout
-        while self._wait.enabled and (pending or (not self._records and not futures)):
-            if self._clock() >= deadline:
-                break
-            self._policy.sleep(self._wait.poll_interval)
-            self._dispatch(self._list(), pending, pool, futures, final=False)
+        try:
+            while self._wait.enabled and (pending or (not self._records and not futures)):
+                if self._clock() >= deadline:
+                    break
+                self._reporter.waiting(wait_status(jobs, pending, self._wait.poll_interval))
+                self._policy.sleep(self._wait.poll_interval)
+                jobs = self._list()
+                self._dispatch(jobs, pending, pool, futures, final=False)
+        finally:
+            self._reporter.waiting(None)
         for job in pending.values():
             waited = f"not ready after waiting {int(self._wait.timeout)} s"
             self._finish(
@@ -147,58 +207,82 @@ class Fetcher:
         final: bool,
     ) -> None:
         """Start, skip or keep waiting for each job not yet decided."""
-        fresh: list[tuple[RestoreJob, str]] = []
+        named: list[tuple[RestoreJob, str]] = []
         for job in jobs:
             job.hide_secrets(self._redactor)
             with self._lock:
-                decided = job.id in self._records or job.id in self._names.values()
+                decided = job.id in self._records or job.id in self._name_of
             if decided:
                 continue
             pending.pop(job.id, None)
-            name = self._claim_name(job)
+            # Readiness first: until a job is ready it has no link and often no hashes, so no
+            # name. Only a ready job needs one; the others may still have an archive on disk.
+            state, reason = readiness(job, self._now())
+            name = self._claim_name(job, required=state == "ready")
             if name is not None:
-                fresh.append((job, name))
-        if not fresh:
+                named.append((job, name))
+            elif state != "ready":
+                self._not_now(job, state, reason, pending, final=final)
+        if not named:
             return
         # Re-hashing archives already on disk is the slow part of a re-run: do it in parallel,
         # on threads of its own so that it never waits behind running downloads.
         with ThreadPoolExecutor(self._parallel, thread_name_prefix="fetcher-check") as checks:
-            on_disk = list(checks.map(lambda jn: self._on_disk(*jn), fresh))
-        for (job, name), found in zip(fresh, on_disk, strict=True):
+            on_disk = list(checks.map(lambda jn: self._on_disk(*jn), named))
+        for (job, name), found in zip(named, on_disk, strict=True):
             if found == "verified":
                 continue
-            state, reason = readiness(job, self._now())
+            state, reason = readiness(job, self._now())  # again: hashing may have taken a while
             if state == "ready":
                 futures.append(pool.submit(self._download_job, job, name))
             elif found == "changed":
                 self._finish(self._changed_on_disk(job, name, reason))
             elif self._kept_part_verifies(job, name):
                 continue
-            elif state == "never" or final:
-                self._release_name(name)
-                self._finish(self._record(job, "skipped", reason, name=name))
             else:
                 self._release_name(name)
-                pending[job.id] = job
+                self._not_now(job, state, reason, pending, final=final, name=name)
 
-    def _claim_name(self, job: RestoreJob) -> str | None:
+    def _not_now(
+        self,
+        job: RestoreJob,
+        state: Readiness,
+        reason: str,
+        pending: dict[str, RestoreJob],
+        *,
+        final: bool,
+        name: str | None = None,
+    ) -> None:
+        """Skip a job that cannot be downloaded now, or keep it to poll again."""
+        if state == "never" or final:
+            self._finish(self._record(job, "skipped", reason, name=name))
+        else:
+            pending[job.id] = job
+
+    def _claim_name(self, job: RestoreJob, *, required: bool) -> str | None:
+        """Reserve the archive's file name; a job that `required` one and has none fails."""
         try:
             name = choose_name(job.name_candidates())
         except UnsafeNameError as exc:
-            self._finish(self._record(job, "failed", str(exc), failure="error"))
+            if required:
+                self._finish(self._record(job, "failed", str(exc), failure="error"))
             return None
         with self._lock:
             owner = self._names.get(name)
             if owner is None:
                 self._names[name] = job.id
+                self._name_of[job.id] = name
                 return name
-        reason = f"file name {name} is also the name of job {owner}'s archive"
-        self._finish(self._record(job, "failed", reason, failure="error"))
+        if required:
+            reason = f"file name {name} is also the name of job {owner}'s archive"
+            self._finish(self._record(job, "failed", reason, failure="error"))
         return None
 
     def _release_name(self, name: str) -> None:
         with self._lock:
-            self._names.pop(name, None)
+            job_id = self._names.pop(name, None)
+            if job_id is not None:
+                self._name_of.pop(job_id, None)
 
     def _on_disk(self, job: RestoreJob, name: str) -> OnDisk:
         """Check a final-named archive: still verified, changed since, or not there to check."""
@@ -251,11 +335,10 @@ class Fetcher:
 
     def _old_file(self, job_id: str, name: str) -> tuple[str | None, int | None]:
         """The SHA1 and size an earlier run verified for this archive, if any."""
-        for record in self._old.jobs if self._old else ():
-            if record.id == job_id:  # only verified and integrity-failed records have files
-                for f in record.files:
-                    if f.name == name:
-                        return f.sha1, f.size
+        # Only verified and integrity-failed records have files.
+        for f in self._old_files.get(job_id, ()):
+            if f.name == name:
+                return f.sha1, f.size
         return None, None
 
     # -- downloading ---------------------------------------------------------------------
@@ -287,6 +370,7 @@ class Fetcher:
             url=job.delivery.url,
             display=display_url(job.delivery.url),
             bearer=job.delivery.bearer,
+            max_downloads=job.delivery.max_downloads,
         )
         result = self._download(source, name, job.sha1, fresh=False)
         attempts = result.attempts
@@ -364,10 +448,10 @@ class Fetcher:
             return tuple(self._records.values())
 
     def _finish(self, record: JobRecord) -> None:
+        if record.outcome == "verified":
+            self._journal.append(record)  # an interrupted run still records what it verified
         with self._lock:
             self._records[record.id] = record
-        if record.outcome == "verified":
-            self._write_manifest()  # an interrupted run still records what it verified
         self._reporter.finished(record)
 
     def _write_manifest(self) -> Manifest:
@@ -381,13 +465,18 @@ class Fetcher:
             return mf.write(self._dest, mf.merge(self._old, current))
 
     def _load_old_manifest(self) -> Manifest | None:
+        recovering = self._dest.exists(mf.JOURNAL_NAME)  # a run was killed before its end
         try:
             old = mf.load(self._dest)
         except ManifestError as exc:
-            # Keep the unreadable file for the operator, and rebuild from what is on disk.
-            aside = f".{MANIFEST_NAME}.unreadable-{int(time.time())}"
-            self._dest.replace(MANIFEST_NAME, aside)
-            self._reporter.note(f"{exc}; kept it as {aside} and rebuilding it")
+            # Keep the unreadable files for the operator, and rebuild from what is on disk.
+            kept = []
+            for name in (MANIFEST_NAME, mf.JOURNAL_NAME):
+                if self._dest.exists(name):
+                    aside = f".{name.lstrip('.')}.unreadable-{int(time.time())}"
+                    self._dest.replace(name, aside)
+                    kept.append(aside)
+            self._reporter.note(f"{exc}; kept it as {' and '.join(kept)} and rebuilding it")
             return None
         t = self._target
         if old is not None and (old.group_id, old.cluster, old.batch_id) != (
@@ -400,6 +489,9 @@ class Fetcher:
                 f"{self._dest.path} holds the manifest of {what} of cluster {old.cluster}"
                 f" in group {old.group_id}; give another --dest"
             )
+        if recovering and old is not None:
+            mf.write(self._dest, old)  # fold the journal in before this run starts its own
+            self._journal.close()
         return old
 
     def _describe_target(self) -> str:

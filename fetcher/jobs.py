@@ -95,6 +95,7 @@ class RestoreJob:
             "pointInTime": self.point_in_time,
             "status": self.status,
             "deliveryStatus": self.delivery.status,
+            "maxDownloads": self.delivery.max_downloads,
         }
 
 
@@ -145,13 +146,15 @@ def _parse_delivery(obj: dict[str, Any], job_id: str) -> Delivery:
         # It goes into a header line: a CR/LF in it would be a header of the server's choice.
         raise ApiError(f"unexpected API response: job {job_id} has an unusable authValue")
     max_downloads = obj.get("maxDownloads")
+    if isinstance(max_downloads, bool) or not isinstance(max_downloads, int) or max_downloads < 0:
+        max_downloads = None
     return Delivery(
         method=_str(obj, "methodName", job_id) or "UNKNOWN",
         status=_str(obj, "statusName", job_id) or "UNKNOWN",
         url=url,
         bearer=bearer,
         expires=_parse_time(obj.get("expires"), job_id),
-        max_downloads=max_downloads if isinstance(max_downloads, int) else None,
+        max_downloads=max_downloads,
     )
 
 
@@ -240,5 +243,6 @@ def readiness(job: RestoreJob, now: datetime) -> tuple[Readiness, str]:
     if not delivery.url:
         if delivery.method == "AUTOMATED_RESTORE":
             return "never", "delivery method AUTOMATED_RESTORE has no file to download"
-        return "wait", "not ready yet (delivery has no URL)"
+        # A shape MongoDB's own Go client fixtures show: READY before the link is filled in.
+        return "wait", "delivery READY but no link yet"
     return "ready", "ready"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
@@ -17,9 +19,11 @@ from fetcher.errors import (
     UnsafeNameError,
 )
 from fetcher.names import MANIFEST_NAME, check_name
-from fetcher.storage import Destination
+from fetcher.storage import Destination, io_error
 
 MANIFEST_VERSION = 1
+JOURNAL_NAME = ".manifest.journal"
+JOURNAL_VERSION = 1
 Outcome = Literal["verified", "skipped", "failed", "unverified"]
 Failure = Literal["integrity", "error"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
@@ -90,11 +94,7 @@ class Manifest:
 
 def merge(old: Manifest | None, new: Manifest) -> Manifest:
     """Combine an earlier manifest with this run's records; this run wins for the jobs it saw."""
-    if old is None or (old.group_id, old.cluster, old.batch_id) != (
-        new.group_id,
-        new.cluster,
-        new.batch_id,
-    ):
+    if old is None or _target(old) != _target(new):
         return new
     seen = {j.id for j in new.jobs}
     kept = tuple(j for j in old.jobs if j.id not in seen)
@@ -124,8 +124,61 @@ def write(dest: Destination, manifest: Manifest) -> Manifest:
     return stamped
 
 
+class Journal:
+    """Jobs verified since manifest.json was last written, one fsynced line each.
+
+    Rewriting the whole manifest after every verified archive costs more per archive the
+    larger the batch; a line appended to `.manifest.journal` costs the same for the first
+    archive and the thousandth, and is as durable. `load` folds the journal into the
+    manifest, so a run that is killed records every archive it verified; `close` ends the
+    journal once manifest.json holds all of it.
+    """
+
+    def __init__(self, dest: Destination, target: Manifest) -> None:
+        self._dest, self._target = dest, target
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def append(self, record: JobRecord) -> None:
+        """Record a job durably before anyone is told of it; safe from several threads."""
+        lines = [_journal_line(record.to_json())]
+        try:
+            with self._lock:
+                if self._fd is None:
+                    head = {"journalVersion": JOURNAL_VERSION, "groupId": self._target.group_id}
+                    head.update(cluster=self._target.cluster, batchId=self._target.batch_id)
+                    lines.insert(0, _journal_line(head))
+                    # A new file every run: a line torn by a crash in the old one stays last.
+                    self._dest.remove(JOURNAL_NAME)
+                    self._fd = self._dest.open(JOURNAL_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                    self._dest.sync()  # the file's name must survive a crash, as its lines do
+                fd = self._fd
+                view = memoryview("".join(lines).encode())
+                while view:
+                    view = view[os.write(fd, view) :]
+            # Outside the lock: threads that append meanwhile share one flush to the disk.
+            os.fdatasync(fd)
+        except OSError as exc:
+            raise io_error(exc, self._dest.path / JOURNAL_NAME) from None
+
+    def close(self) -> None:
+        """Remove the journal: call once manifest.json holds every line of it."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self._dest.remove(JOURNAL_NAME)
+
+
+def _journal_line(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":")) + "\n"
+
+
 def load(dest: Destination) -> Manifest | None:
-    """Read DIR/manifest.json; None when there is none, ManifestError when it is unusable."""
+    """Read DIR/manifest.json and any journal beside it; None when there is neither.
+
+    ManifestError when either is unusable.
+    """
     where = dest.path / MANIFEST_NAME
     try:
         doc = dest.read_json(MANIFEST_NAME)
@@ -133,12 +186,56 @@ def load(dest: Destination) -> Manifest | None:
         raise ManifestError(f"{where} is not valid JSON ({_short(exc)})") from None
     except OSError as exc:
         raise ManifestError(f"cannot read {where}: {exc.strerror or exc}") from None
-    if doc is None:
-        return None
     try:
-        return parse(doc)
+        manifest = None if doc is None else parse(doc)
     except (KeyError, TypeError, ValueError, UnsafeNameError) as exc:
         raise ManifestError(f"{where} is not a fetcher manifest ({_short(exc)})") from None
+    journal = _load_journal(dest)
+    if journal is None:
+        return manifest
+    if manifest is not None and _target(manifest) != _target(journal):
+        raise ManifestError(
+            f"{dest.path / JOURNAL_NAME} belongs to another batch than {where}; move one away"
+        )
+    return merge(manifest, journal) if manifest is not None else journal
+
+
+def _load_journal(dest: Destination) -> Manifest | None:
+    """The jobs a run verified after it last wrote manifest.json (a run that was killed)."""
+    where = dest.path / JOURNAL_NAME
+    try:
+        data = dest.read_bytes(JOURNAL_NAME)
+    except (ValueError, OSError) as exc:
+        raise ManifestError(f"cannot read {where}: {_short(exc)}") from None
+    if data is None:
+        return None
+    lines = data.split(b"\n")
+    if lines[-1]:
+        lines.pop()  # torn by a crash mid-write: that job was never reported verified
+    entries = []
+    try:
+        for line in filter(None, lines):
+            entries.append(json.loads(line))
+        if not entries:
+            return None
+        head = entries[0]
+        if not isinstance(head, dict) or head.get("journalVersion") != JOURNAL_VERSION:
+            raise ValueError(f"journalVersion is not {JOURNAL_VERSION}")
+        return parse(
+            {
+                "manifestVersion": MANIFEST_VERSION,
+                "groupId": head["groupId"],
+                "cluster": head["cluster"],
+                "batchId": head.get("batchId"),
+                "jobs": list({e["id"]: e for e in entries[1:]}.values()),
+            }
+        )
+    except (KeyError, TypeError, ValueError, RecursionError, UnsafeNameError) as exc:
+        raise ManifestError(f"{where} is not a fetcher journal ({_short(exc)})") from None
+
+
+def _target(manifest: Manifest) -> tuple[str, str, str | None]:
+    return (manifest.group_id, manifest.cluster, manifest.batch_id)
 
 
 def parse(doc: Any) -> Manifest:

@@ -53,6 +53,7 @@ class Source:
     url: str = field(repr=False)
     display: str
     bearer: str | None = field(default=None, repr=False)
+    max_downloads: int | None = None  # what the API says the link allows, when it says
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class _State:
     last_modified: str | None = None
     size: int | None = None
     sha1: str | None = None
+    requests: int = 0  # GETs sent to this link for this file, over every run
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ class _State:
             "lastModified": self.last_modified,
             "size": self.size,
             "sha1": self.sha1,
+            "requests": self.requests,
         }
 
     @classmethod
@@ -105,6 +108,9 @@ class _State:
             return None
         if size is not None and (not isinstance(size, int) or size < 0):
             return None
+        requests = obj.get("requests", 0)
+        if not isinstance(requests, int) or isinstance(requests, bool) or requests < 0:
+            return None
         return cls(
             job_id=fields["jobId"],
             source=fields["source"],
@@ -112,6 +118,7 @@ class _State:
             last_modified=fields["lastModified"],
             size=size,
             sha1=fields["sha1"],
+            requests=requests,
         )
 
 
@@ -159,6 +166,7 @@ class Download:
         self.attempts = 0
         self._resumed_bytes = 0
         self._downloaded = 0
+        self._requests = 0  # sent to this link for this file, earlier runs included
 
     def run(self, *, fresh: bool = False) -> PartResult:
         """Download until the partial file is complete; raise TransferError when giving up."""
@@ -188,6 +196,8 @@ class Download:
         try:
             size = os.fstat(fd).st_size
             state = None if fresh else self._load_state()
+            if state is not None and self._same_link(state):
+                self._requests = state.requests  # each may have counted against maxDownloads
             if size and state is not None and self._matches(state, size):
                 # SHA1 state cannot be saved between runs: hash what is already on disk.
                 self._state = state
@@ -206,8 +216,11 @@ class Download:
         except (ValueError, OSError):
             return None  # a state file that lies or is torn means "start over"
 
+    def _same_link(self, state: _State) -> bool:
+        return state.job_id == self._source.job_id and state.source == self._source.display
+
     def _matches(self, state: _State, size: int) -> bool:
-        if state.job_id != self._source.job_id or state.source != self._source.display:
+        if not self._same_link(state):
             return False
         if state.sha1 and self._expected_sha1 and state.sha1 != self._expected_sha1:
             return False
@@ -224,6 +237,7 @@ class Download:
         self._resumed_bytes = 0
 
     def _save_state(self) -> None:
+        self._state.requests = self._requests
         data = (json.dumps(self._state.to_json()) + "\n").encode()
         self._dest.write_atomic(self._state_name, data)
 
@@ -309,6 +323,7 @@ class Download:
             remaining = self._state.size - self._offset
             self._space.reserve(self._name, remaining, where=str(self._dest.path))
         with self._client.stream("GET", self._source.url, headers=self._headers()) as response:
+            self._requests += 1
             if response.status_code == 416 and self._complete_per_416(fd, response):
                 return
             total = self._accept(fd, response)
@@ -361,10 +376,19 @@ class Download:
             raise _Restart()  # our partial file is not a prefix of what is there now
         if is_retryable_status(status):
             raise _Retry(f"HTTP {status}", parse_retry_after(response.headers.get("retry-after")))
-        raise TransferError(
+        self._save_state()  # the next run must know how many downloads this link has spent
+        refused = (
             f"{self._name}: the pull host answered {status} {response.reason_phrase}"
             f" for {self._source.display}"
         )
+        limit = self._source.max_downloads
+        if status in (403, 410) and limit is not None and self._requests >= limit:
+            raise TransferError(
+                f"{refused} after {self._requests} requests to a link that allows {limit}"
+                f" downloads: its download limit is probably used up; {self._part} is kept,"
+                " but a new restore job is needed to download the archive"
+            )
+        raise TransferError(refused)
 
     def _believable(self, size: int | None) -> int | None:
         """Return a size the pull host announced, or refuse an absurd one."""

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -18,6 +19,7 @@ import signal
 import sys
 import tarfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +36,8 @@ OTHER_EPOCH = SNAPSHOT_EPOCH - 86_400
 PULL_RE = re.compile(r"^/backup/restore/v2/pull/([^/]+)/([^/]+)/([^/]+)$")
 DIGEST_RE = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]*))')
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# What MongoDB's own example lists for a link without a download limit (Java's Integer.MAX_VALUE).
+UNLIMITED_DOWNLOADS = 2_147_483_647
 
 
 def iso(when: dt.datetime) -> str:
@@ -130,6 +134,7 @@ class Job:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     auth_value: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     delivery_status: str = "READY"
+    ready_at: float = 0.0  # seconds after the trigger (server start) when the archive is ready
     downloads: int = 0
     bytes_sent: int = 0
     requests: int = 0
@@ -146,7 +151,24 @@ class State:
         self.nonces: OrderedDict[str, None] = OrderedDict()
         self.api_base = ""
         self.pull_base = ""
-        self.created = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20)
+        # The restore is triggered now: job lifecycles run on the monotonic clock from here,
+        # and wall-clock times (created, expires) are derived from the same moment.
+        self.started = time.monotonic()
+        self.started_at = dt.datetime.now(dt.UTC)
+        triggered = args.ready_after > 0
+        self.created = self.started_at - dt.timedelta(minutes=0 if triggered else 20)
+
+    def phase(self, job: Job) -> str:
+        """Where the job is in its lifecycle: NOT_STARTED, IN_PROGRESS (half-way) or READY."""
+        elapsed = time.monotonic() - self.started
+        if elapsed >= job.ready_at:
+            return "READY"
+        return "IN_PROGRESS" if elapsed >= job.ready_at / 2 else "NOT_STARTED"
+
+    def delivery_status(self, job: Job, phase: str | None = None) -> str:
+        """The delivery's statusName: the phase until ready, then the pull side's (hold `lock`)."""
+        phase = phase or self.phase(job)
+        return job.delivery_status if phase == "READY" else phase
 
     def pull_url(self, job: Job) -> str:
         """Where the job's archive can be fetched."""
@@ -155,25 +177,35 @@ class State:
         return f"{self.pull_base}/backup/restore/v2/pull/{job.id}/{job.token}/{job.file_name}"
 
     def render(self, job: Job) -> dict[str, Any]:
-        """The job as the API returns it."""
+        """The job as the API returns it, shaped by where it is in its lifecycle.
+
+        Until it is ready a job has no link (no url, no urlV2 or auth fields), no expires
+        and no hashes, as the real API shows it while a restore runs.
+        """
         a = self.args
-        now = dt.datetime.now(dt.UTC)
-        expires = now - dt.timedelta(days=3) if job.expired else now + dt.timedelta(hours=2)
+        phase = self.phase(job)
+        ready = phase == "READY"
+        with self.lock:
+            status, downloaded = self.delivery_status(job, phase), job.completed > 0
         epoch = OTHER_EPOCH if job.batch_id != a.batch else SNAPSHOT_EPOCH
         delivery: dict[str, Any] = {
             "methodName": "HTTP",
-            "statusName": job.delivery_status,
-            "expires": iso(expires),
+            "statusName": status,
             "expirationHours": 2,
-            "maxDownloads": a.max_downloads,
+            "maxDownloads": a.max_downloads or UNLIMITED_DOWNLOADS,
         }
-        if a.bearer:
-            delivery.update(urlV2=self.pull_url(job), authHeader="Authorization")
-            delivery.update(authBearer="Bearer", authValue=job.auth_value)
-        else:
-            delivery["url"] = self.pull_url(job)
-        with self.lock:
-            hidden = job.expired or (a.late_hashes and job.completed == 0)
+        if ready:
+            if job.expired:
+                expires = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
+            else:
+                expires = self.started_at + dt.timedelta(seconds=job.ready_at, hours=2)
+            delivery["expires"] = iso(expires)
+            if a.bearer:
+                delivery.update(urlV2=self.pull_url(job), authHeader="Authorization")
+                delivery.update(authBearer="Bearer", authValue=job.auth_value)
+            else:
+                delivery["url"] = self.pull_url(job)
+        hidden = not ready or job.expired or (a.late_hashes and not downloaded)
         hashes = [{"fileName": job.file_name, "hash": job.sha1, "typeName": "SHA1"}]
         return {
             "id": job.id,
@@ -187,7 +219,7 @@ class State:
             "pointInTime": False,
             "encryptionEnabled": False,
             "links": [{"rel": "self", "href": f"{self.list_url()}/{job.id}"}],
-            "statusName": "FINISHED",
+            "statusName": "FINISHED" if ready else "IN_PROGRESS",
             "delivery": delivery,
             "hashes": [] if hidden else hashes,
         }
@@ -370,7 +402,7 @@ class PullHandler(Handler):
                     j.id: {
                         "fileName": j.file_name, "downloadsStarted": j.downloads,
                         "bytesSent": j.bytes_sent, "requests": j.requests,
-                        "completed": j.completed, "deliveryStatus": j.delivery_status,
+                        "completed": j.completed, "deliveryStatus": state.delivery_status(j),
                     }
                     for j in state.jobs
                 }  # fmt: skip
@@ -384,6 +416,7 @@ class PullHandler(Handler):
             or job is None
             or not hmac.compare_digest(m[2], job.token)
             or m[3] != job.file_name
+            or state.phase(job) != "READY"  # no archive exists yet, whoever knows the path
         ):
             self.send_error_json(404, "Not Found", "No such file.", "NOT_FOUND")
             return
@@ -500,6 +533,11 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
         expired.delivery_status = "EXPIRED"
         jobs.append(expired)
 
+    # The requested batch's jobs become ready one after another over --ready-after seconds.
+    preparing = [j for j in jobs if j.batch_id == batch and not j.expired]
+    for i, job in enumerate(preparing):
+        job.ready_at = args.ready_after * (i + 1) / len(preparing)
+
     def describe(job: Job) -> None:
         assert job.path is not None
         job.sha1, st = sha1_of(job.path), job.path.stat()
@@ -530,11 +568,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--late-hashes", action="store_true", help="publish hashes after download")
     p.add_argument("--bearer", action="store_true", help="Ops Manager urlV2 + bearer token")
     p.add_argument("--max-downloads", type=int, default=0, help="0 = unlimited")
+    p.add_argument(
+        "--ready-after", type=float, default=0.0, metavar="SECONDS",
+        help="the batch is triggered at start; its jobs get ready one by one over SECONDS",
+    )  # fmt: skip
     p.add_argument("--expired-job", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--verbose", action="store_true", help="log requests (tokens redacted)")
     args = p.parse_args(argv)
     if args.shards < 1 or args.size < 0 or args.page_size < 1 or args.max_downloads < 0:
         p.error("--shards and --page-size must be >= 1; --size, --max-downloads >= 0")
+    if not (math.isfinite(args.ready_after) and args.ready_after >= 0):
+        p.error("--ready-after must be a finite number of seconds >= 0")
     args.archives = args.archives or args.state_dir / "archives"
     args.pull_base = args.pull_base.rstrip("/") if args.pull_base else None
     return args
@@ -565,9 +609,11 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         "apiBase": state.api_base, "pullBase": state.pull_base, "group": args.group,
         "cluster": args.cluster, "batch": args.batch, "publicKey": args.public_key,
-        "privateKey": args.private_key, "pid": os.getpid(),
+        "privateKey": args.private_key, "pid": os.getpid(), "readyAfter": args.ready_after,
         "jobs": [
-            {"id": j.id, "fileName": j.file_name, "sha1": j.sha1, "size": j.size}
+            # readyAt (seconds after start) and pullUrl let tests probe a job before it is ready.
+            {"id": j.id, "fileName": j.file_name, "sha1": j.sha1, "size": j.size,
+             "readyAt": j.ready_at, "pullUrl": state.pull_url(j)}
             for j in state.jobs
             if j.batch_id == args.batch and not j.expired
         ],

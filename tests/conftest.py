@@ -69,23 +69,43 @@ class Atlas:
         published_sha1: str | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Serve an archive and list a READY job for it; return the job JSON (mutable)."""
+        """Serve an archive and list a job for it (READY by default); return its JSON (mutable).
+
+        The job has the shape the API gives its state (see support.job_json): one that is
+        not ready yet lists no link and no hashes; set_state() moves it on.
+        """
         data = make_archive(name.split(".")[0]) if data is None else data
         job_id = kwargs.pop("job_id", None) or new_id()
         token = secrets.token_urlsafe(24)
         path = f"/backup/restore/v2/pull/{job_id}/{token}/{name}"
         self.pull.add(path, data)
         self.archives[name] = data
-        job = job_json(
-            job_id=job_id,
-            url=self.pull.url(path),
-            file_name=name,
-            sha1_hex=published_sha1 or sha1(data),
+        spec = {
+            "job_id": job_id,
+            "url": self.pull.url(path),
+            "file_name": name,
+            "sha1_hex": published_sha1 or sha1(data),
             **kwargs,
-        )
-        job["_path"] = path
+        }
+        job = job_json(**spec)
+        job["_path"], job["_spec"] = path, spec
         self.jobs.append(job)
         return job
+
+    def set_state(
+        self,
+        job: dict[str, Any],
+        status: str = "FINISHED",
+        delivery_status: str = "READY",
+        *,
+        link: bool | None = None,
+    ) -> None:
+        """Move a job on, as the service does: its link and hashes appear once it is READY."""
+        spec = {**job["_spec"], "status": status, "delivery_status": delivery_status}
+        private = {k: v for k, v in job.items() if k.startswith("_")}
+        job.clear()
+        job.update(job_json(**spec, link=link), **private)
+        job["_spec"] = spec
 
     def _public(self, job: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in job.items() if not k.startswith("_")}

@@ -81,6 +81,18 @@ def new_id() -> str:
     return secrets.token_hex(12)
 
 
+# The fields of a delivery that only a job with a link has (API-NOTES: "What a job looks like
+# while a restore runs"). Until then the API lists none of them, and no hashes.
+LINK_FIELDS = ("url", "urlV2", "authHeader", "authBearer", "authValue", "expires")
+
+
+def has_link(status: str, delivery_status: str) -> bool:
+    """Whether the real API lists a link (and expiry) for a job in this state."""
+    if delivery_status in ("EXPIRED", "MAX_DOWNLOADS_EXCEEDED"):
+        return True  # used up: the url may still be listed, but must never be requested
+    return status == "FINISHED" and delivery_status == "READY"
+
+
 def job_json(
     *,
     job_id: str | None = None,
@@ -93,16 +105,27 @@ def job_json(
     method: str = "HTTP",
     expires_in: timedelta = timedelta(hours=2),
     with_hashes: bool = True,
+    link: bool | None = None,
+    max_downloads: int = 3,
     **delivery_extra: Any,
 ) -> dict[str, Any]:
-    """One restore job as the API returns it."""
+    """One restore job in the shape the API gives a job in that state.
+
+    A job that is not ready (IN_PROGRESS, BROKEN, KILLED; delivery NOT_STARTED, IN_PROGRESS,
+    FAILED, INTERRUPTED) has no url, no urlV2, no expires and no hashes, as the real API lists
+    it. `link=False` removes them from a READY job too (READY before the link is filled in, a
+    shape in MongoDB's own Go client fixtures); `link=True` forces them (a shape the API never
+    shows, for tests that prove fetcher still does not use them).
+    """
     job_id = job_id or new_id()
+    if link is None:
+        link = has_link(status, delivery_status)
     delivery: dict[str, Any] = {
         "methodName": method,
         "statusName": delivery_status,
         "expires": iso(datetime.now(UTC) + expires_in),
         "expirationHours": 2,
-        "maxDownloads": 3,
+        "maxDownloads": max_downloads,
     }
     if url is not None:
         delivery["url"] = url
@@ -110,6 +133,10 @@ def job_json(
     hashes = []
     if with_hashes and sha1_hex:
         hashes = [{"fileName": file_name, "hash": sha1_hex, "typeName": "SHA1"}]
+    if not link:
+        for key in LINK_FIELDS:
+            delivery.pop(key, None)
+        hashes = []
     job: dict[str, Any] = {
         "id": job_id,
         "clusterId": "5f0c0ffee0000000000000cc",

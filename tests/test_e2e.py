@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import pty
+import re
 import signal
 import struct
 import subprocess
@@ -13,17 +15,19 @@ import sys
 import termios
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def fake_atlas(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    state = tmp_path / "server"
+@contextmanager
+def _running_fake_atlas(state: Path, *options: str) -> Iterator[dict[str, Any]]:
+    """Run scripts/fake_atlas.py with `options` until the block ends; yield its server.json."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -32,20 +36,28 @@ def fake_atlas(tmp_path: Path) -> Iterator[dict[str, Any]]:
             str(state),
             "--size",
             str(256 * 1024),
-            "--bearer",
+            *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    info = state / "server.json"
-    deadline = time.monotonic() + 30
-    while not info.exists():
-        assert proc.poll() is None, "fake_atlas.py exited early"
-        assert time.monotonic() < deadline, "fake_atlas.py did not start"
-        time.sleep(0.05)
-    yield json.loads(info.read_text())
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=10)
+    try:
+        info = state / "server.json"
+        deadline = time.monotonic() + 30
+        while not info.exists():
+            assert proc.poll() is None, "fake_atlas.py exited early"
+            assert time.monotonic() < deadline, "fake_atlas.py did not start"
+            time.sleep(0.05)
+        yield json.loads(info.read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def fake_atlas(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with _running_fake_atlas(tmp_path / "server", "--bearer") as server:
+        yield server
 
 
 def _env(server: dict[str, Any], **extra: str) -> dict[str, str]:
@@ -100,6 +112,32 @@ def test_fetch_then_verify_a_batch(fake_atlas: dict[str, Any], tmp_path: Path) -
     assert broken.returncode == 4 and target.name in broken.stdout
 
 
+def _fetch_on_a_tty(server: dict[str, Any], *args: str) -> tuple[str, int]:
+    """Run `fetcher fetch ARGS` with stderr on a terminal; return what it drew, and its status."""
+    primary, secondary = pty.openpty()
+    # A terminal of 30 rows and 120 columns (a fresh pty has none, and tqdm sizes bars to it).
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fetcher", "fetch", *args],
+        env=_env(server, COLUMNS="120"),
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    out = bytearray()
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # EIO once the child closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    status = proc.wait(timeout=60)
+    os.close(primary)
+    return out.decode(errors="replace"), status
+
+
 def test_progress_bars_on_a_terminal_and_none_with_quiet(
     fake_atlas: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -113,36 +151,10 @@ def test_progress_bars_on_a_terminal_and_none_with_quiet(
     ]
     names = [job["fileName"] for job in fake_atlas["jobs"]]
 
-    def stderr_on_a_tty(*extra: str) -> str:
-        primary, secondary = pty.openpty()
-        # A terminal of 30 rows and 120 columns (a fresh pty has none, and tqdm sizes bars to it).
-        fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
-        env = _env(fake_atlas, COLUMNS="120")
-        dest = tmp_path / f"d{len(extra)}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fetcher", "fetch", *ids, "--dest", str(dest), *extra],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=secondary,
-        )
-        os.close(secondary)
-        out = bytearray()
-        while True:
-            try:
-                data = os.read(primary, 65536)
-            except OSError:  # EIO once the child closed the terminal
-                break
-            if not data:
-                break
-            out += data
-        proc.wait(timeout=60)
-        os.close(primary)
-        return out.decode(errors="replace")
-
-    shown = stderr_on_a_tty()
+    shown, _ = _fetch_on_a_tty(fake_atlas, *ids, "--dest", str(tmp_path / "d0"))
     assert "total" in shown
     assert all(name[:20] in shown for name in names), shown
-    assert stderr_on_a_tty("--quiet") == ""
+    assert _fetch_on_a_tty(fake_atlas, *ids, "--dest", str(tmp_path / "d1"), "--quiet")[0] == ""
 
 
 def test_a_closed_stdout_does_not_cost_the_manifest(
@@ -167,3 +179,53 @@ def test_a_closed_stdout_does_not_cost_the_manifest(
     assert proc.returncode == 3  # the batch's real outcome (one expired job), not a pipe error
     manifest = json.loads((dest / "manifest.json").read_text())
     assert sum(j["outcome"] == "verified" for j in manifest["jobs"]) == 4
+
+
+def test_fetch_wait_from_the_moment_a_restore_is_triggered(tmp_path: Path) -> None:
+    # As the real API shows a fresh restore: every job IN_PROGRESS, ready one by one within
+    # 1.5 s, and its SHA1 published only once the archive has been downloaded.
+    with _running_fake_atlas(tmp_path / "server", "--ready-after", "1.5", "--late-hashes") as fake:
+        last = max(fake["jobs"], key=lambda job: job["readyAt"])  # the config server, at 1.5 s
+        url = f"{fake['apiBase']}/groups/{fake['group']}/clusters/{fake['cluster']}"
+        url += f"/restoreJobs/{last['id']}"
+        with httpx.Client(auth=httpx.DigestAuth(fake["publicKey"], fake["privateKey"])) as api:
+            job = api.get(url).json()
+        with httpx.Client() as pull:
+            early = pull.get(last["pullUrl"])
+        assert job["statusName"] == "IN_PROGRESS"
+        delivery = job["delivery"]
+        assert delivery["statusName"] in ("NOT_STARTED", "IN_PROGRESS")
+        assert delivery["methodName"] == "HTTP"
+        assert delivery["maxDownloads"] == 2147483647  # unlimited, as in MongoDB's example
+        assert not {"url", "urlV2", "authValue", "expires"} & delivery.keys()
+        assert job["hashes"] == []
+        assert early.status_code == 404  # the path is known, but there is no archive yet
+        assert early.json()["error"] == 404
+
+        dest = tmp_path / "batch"
+        args = ["--group", fake["group"], "--cluster", fake["cluster"], "--batch", fake["batch"]]
+        args += ["--dest", str(dest), "--wait", "--poll-interval", "0.2"]
+        fetched = _fetcher(fake, "fetch", *args)
+
+    assert fetched.returncode == 3, fetched.stderr  # only the expired job is missing
+    manifest = json.loads((dest / "manifest.json").read_text())
+    outcomes = {entry["id"]: entry["outcome"] for entry in manifest["jobs"]}
+    assert outcomes == {
+        **{job["id"]: "verified" for job in fake["jobs"]},
+        **{job["id"]: "skipped" for job in fake["expiredJobs"]},
+    }
+    for job in fake["jobs"]:
+        archive = dest / job["fileName"]
+        assert hashlib.sha1(archive.read_bytes()).hexdigest() == job["sha1"]
+
+
+def test_on_a_terminal_wait_shows_a_status_line(tmp_path: Path) -> None:
+    with _running_fake_atlas(tmp_path / "server", "--ready-after", "1.5") as fake:
+        args = ["--group", fake["group"], "--cluster", fake["cluster"], "--batch", fake["batch"]]
+        args += ["--dest", str(tmp_path / "batch"), "--wait", "--poll-interval", "0.3"]
+        shown, status = _fetch_on_a_tty(fake, *args)
+    assert status == 3, shown
+    # Python's start-up may take as long as the first job takes to become ready.
+    assert re.search(r"\rwaiting for [1-4] of 5 jobs: IN_PROGRESS; next poll in 0\.3 s", shown)
+    # One line redrawn in place (tqdm's carriage returns), not a line per poll.
+    assert "fetcher: waiting" not in shown

@@ -571,16 +571,6 @@ def test_ctrl_c_cuts_a_retry_after_pause_short(
 # -- 11. waiting for restores to finish --------------------------------------------------------
 
 
-def not_ready(job: dict[str, Any]) -> None:
-    job["statusName"] = "IN_PROGRESS"
-    job["delivery"]["statusName"] = "NOT_STARTED"
-
-
-def make_ready(job: dict[str, Any]) -> None:
-    job["statusName"] = "FINISHED"
-    job["delivery"]["statusName"] = "READY"
-
-
 def test_wait_downloads_each_archive_as_soon_as_it_is_ready(
     atlas: Atlas, creds: None, dest: Path
 ) -> None:
@@ -588,7 +578,7 @@ def test_wait_downloads_each_archive_as_soon_as_it_is_ready(
     late, _ = add(atlas, name="Cluster0-shard-1.tar.gz")
     never, _ = add(atlas, name="Cluster0-config.tar.gz")
     for job in (early, late, never):
-        not_ready(job)
+        atlas.set_state(job, "IN_PROGRESS", "NOT_STARTED")
     early_pulled = threading.Event()
     polls_at_pull: dict[str, int] = {}
 
@@ -601,11 +591,11 @@ def test_wait_downloads_each_archive_as_soon_as_it_is_ready(
 
     def on_list(poll: int) -> None:
         if poll == 2:
-            make_ready(early)
+            atlas.set_state(early)
         if poll == 5:
             # A fetch that waited for the whole batch would never pull `early` here.
             waited.append(early_pulled.wait(PATIENCE))
-            make_ready(late)
+            atlas.set_state(late)
 
     atlas.pull.on_request = on_request
     atlas.on_list = on_list
@@ -630,7 +620,7 @@ def test_wait_downloads_each_archive_as_soon_as_it_is_ready(
 def test_without_wait_an_unfinished_job_is_skipped(atlas: Atlas, creds: None, dest: Path) -> None:
     ready, _ = add(atlas, name="Cluster0-shard-0.tar.gz")
     unfinished, _ = add(atlas, name="Cluster0-shard-1.tar.gz")
-    not_ready(unfinished)
+    atlas.set_state(unfinished, "IN_PROGRESS", "NOT_STARTED")
 
     result = run_cli(*fetch_args(atlas, dest))
 

@@ -38,7 +38,7 @@ def _job(**kwargs: Any) -> dict[str, Any]:
         ({"delivery_status": "IN_PROGRESS"}, "wait", "not ready yet"),
         ({"method": "SCP", "url": None}, "never", "delivery method SCP has no file"),
         ({"method": "QUERY", "url": None}, "never", "delivery method QUERY has no file"),
-        ({"url": None}, "wait", "no URL"),
+        ({"link": False}, "wait", "delivery READY but no link yet"),
     ],
 )
 def test_readiness_says_why(kwargs: dict[str, Any], state: str, reason: str) -> None:
