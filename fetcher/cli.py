@@ -18,13 +18,14 @@ import click
 
 from fetcher import __version__
 from fetcher import manifest as mf
+from fetcher.archive import info_value
 from fetcher.config import DEFAULT_BASE_URL, Settings, load_credentials, normalise_base_url
 from fetcher.errors import FetcherError, ManifestError
-from fetcher.manifest import JobRecord
+from fetcher.manifest import JobRecord, Manifest
 from fetcher.names import MANIFEST_NAME, choose_name
 from fetcher.redact import Redactor, origin, printable
 from fetcher.storage import Destination
-from fetcher.verify import verify, verify_exit_code
+from fetcher.verify import verify, verify_exit_code, with_reports
 
 # httpx and tqdm (and the modules built on them) are imported by the commands that use them:
 # `fetcher verify` needs neither, and start-up time counts in every run.
@@ -376,12 +377,15 @@ def fetch_command(
             _remove_if_unused(dest)  # a typo in --group should not leave an empty ./BATCH-ID
         raise
     # This run's outcomes decide the exit code; the manifest also keeps earlier runs' jobs.
-    code = mf.exit_code(fetcher.records)
+    # Problems of the restore set (the whole batch's) make it incomplete.
+    restore_set = result.restore_set
+    code = mf.exit_code(fetcher.records, problems=len(restore_set.problems) if restore_set else 0)
     try:
         if as_json:
             click.echo(REDACTOR.scrub(json.dumps(result.to_json(), indent=2)))
         elif not quiet:
             click.echo(_summary(fetcher.records, dest / MANIFEST_NAME, code))
+        _show_readiness(result, dest, out=sys.stderr if as_json else sys.stdout, quiet=quiet)
     except BrokenPipeError:
         _silence_stdout()  # the reader left (`| head`); the outcome is in the manifest
     sys.exit(code)
@@ -406,19 +410,73 @@ def _summary(jobs: tuple[JobRecord, ...], where: Path, code: int) -> str:
     return f"{text}; manifest: {where} (exit {code}: {meaning})"
 
 
+def _show_readiness(manifest: Manifest, where: Path, *, out: TextIO, quiet: bool) -> None:
+    """End with what the operator restores from: the table and the batch's verdict."""
+    restore_set = manifest.restore_set
+    if quiet:  # only what is wrong
+        for problem in restore_set.problems if restore_set else ():
+            click.echo(_shown(f"fetcher: restore set: {problem}"), err=True)
+        return
+    rows: list[tuple[str, ...]] = [("ARCHIVE", "REPLICA SET", "MONGODB", "ENGINE", "UNPACKED")]
+    for job in manifest.jobs:
+        for f in job.files if job.outcome == "verified" else ():
+            info = f.restore_info
+            rows.append(
+                (
+                    f.name,
+                    f.replica_set or "-",
+                    info_value(info, "MongoDB Version") or "-",
+                    info_value(info, "Storage engine type", "Storage Engine") or "-",
+                    _size(f.content_bytes) if f.content_bytes is not None else "-",
+                )
+            )
+    lines = [""] + (_table(rows) if len(rows) > 1 else [])
+    if restore_set is None:
+        lines.append(
+            f"restore set not judged: {manifest.unchecked} archives were verified by an older"
+            f" fetcher, without the archive check; run: fetcher verify --deep {where}"
+        )
+    else:
+        lines.append(restore_set.verdict(missing=manifest.missing))
+        lines += [f"  - {problem}" for problem in restore_set.problems]
+    for line in lines:
+        click.echo(_shown(line), file=out)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Columns padded to their widest cell; the last one is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join([c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]).rstrip()
+        for row in rows
+    ]
+
+
 @main.command("verify")
 @click.argument("directory", type=click.Path(path_type=Path))
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also check each archive as a tar.gz and read its restoreInfo.txt (fills the manifest).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems.")
 @handle_errors
-def verify_command(directory: Path, as_json: bool, quiet: bool) -> None:
-    """Re-hash every archive named in DIR/manifest.json, offline."""
+def verify_command(directory: Path, deep: bool, as_json: bool, quiet: bool) -> None:
+    """Re-hash every archive named in DIR/manifest.json, offline (--deep: check them too)."""
     with Destination(directory, create=False) as dest:
+        if deep:
+            dest.lock()  # it writes the manifest: not beside a fetch that does too
         manifest = mf.load(dest)
         if manifest is None:
             raise ManifestError(f"no {MANIFEST_NAME} in {directory}")
-        checks = verify(dest, manifest)
-    code = verify_exit_code(checks)
+        checks = verify(dest, manifest, deep=deep)
+        if deep:
+            manifest = with_reports(manifest, checks)
+            manifest = mf.write(dest, manifest)
+            mf.Journal(dest, manifest).close()  # folded into the manifest just written
+    restore_set = manifest.restore_set
+    code = verify_exit_code(checks, problems=len(restore_set.problems) if restore_set else 0)
     if as_json:
         doc = {
             "directory": str(directory),
@@ -428,6 +486,7 @@ def verify_command(directory: Path, as_json: bool, quiet: bool) -> None:
                 {"jobId": c.job_id, "name": c.name or None, "status": c.status, "detail": c.detail}
                 for c in checks
             ],
+            "restoreSet": restore_set.to_json() if restore_set else None,
         }
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -437,6 +496,7 @@ def verify_command(directory: Path, as_json: bool, quiet: bool) -> None:
                 click.echo(_shown(f"{c.status:<13} {label}: {c.detail}"))
         ok = sum(1 for c in checks if c.status == "ok")
         click.echo(f"{ok} of {len(checks)} archives intact (exit {code})")
+        _show_readiness(manifest, directory, out=sys.stdout, quiet=quiet)
     sys.exit(code)
 
 

@@ -15,6 +15,7 @@ import httpx
 
 from fetcher import manifest as mf
 from fetcher.api import RestoreJobsClient
+from fetcher.archive import ArchiveCheck, ArchiveReport
 from fetcher.errors import FetcherError, ManifestError, NotFoundError, UnsafeNameError
 from fetcher.jobs import Readiness, RestoreJob, readiness
 from fetcher.manifest import FileRecord, JobRecord, Manifest
@@ -297,13 +298,19 @@ class Fetcher:
             done += n
             update(done, None)
 
-        hashed = self._dest.hash_file(name, progress=advance)
+        check = ArchiveCheck()
+        hashed = self._dest.hash_file(name, progress=advance, sink=check)
         if hashed is None:
             return "absent"
         if hashed[1].hexdigest() != expected:
             return "changed"
-        files = (FileRecord(name, hashed[0], expected),)
-        self._finish(self._record(job, "verified", "already verified on disk", files=files))
+        report = check.finish()
+        if not report.passed:  # verified by an older fetcher, which had no archive check
+            record = self._damaged(job, name, hashed[0], expected, report, where=name)
+        else:
+            files = (FileRecord.checked(name, hashed[0], expected, report),)
+            record = self._record(job, "verified", "already verified on disk", files=files)
+        self._finish(record)
         return "verified"
 
     def _changed_on_disk(self, job: RestoreJob, name: str, why_not: str) -> JobRecord:
@@ -325,13 +332,31 @@ class Fetcher:
         part = partial_name(name)
         if job.sha1 is None or not self._dest.exists(part):
             return False
-        hashed = self._dest.hash_file(part)
+        check = ArchiveCheck()
+        hashed = self._dest.hash_file(part, sink=check)
         if hashed is None or hashed[1].hexdigest() != job.sha1:
             return False  # incomplete or stale: it stays for a resume while the link allows
+        report = check.finish()
+        if not report.passed:
+            self._finish(self._damaged(job, name, hashed[0], job.sha1, report, where=part))
+            return True
         commit(self._dest, name)
-        files = (FileRecord(name, hashed[0], job.sha1),)
+        files = (FileRecord.checked(name, hashed[0], job.sha1, report),)
         self._finish(self._record(job, "verified", "verified the bytes kept earlier", files=files))
         return True
+
+    def _damaged(
+        self, job: RestoreJob, name: str, size: int, sha1: str, report: ArchiveReport, *, where: str
+    ) -> JobRecord:
+        """The bytes are the ones the API published (the SHA1 says so), and they do not open."""
+        reason = (
+            f"the published archive itself is damaged: {report.problem}. Its SHA1 matches the"
+            f" API's, so downloading it again would not help; the bytes stay in {where}"
+        )
+        # Under its final name (an older fetcher had no archive check) the file is recorded,
+        # so that verify looks at it too; a partial file is not an archive of the batch.
+        files = (FileRecord(name, size, sha1),) if where == name else ()
+        return self._record(job, "failed", reason, name=name, failure="integrity", files=files)
 
     def _old_file(self, job_id: str, name: str) -> tuple[str | None, int | None]:
         """The SHA1 and size an earlier run verified for this archive, if any."""
@@ -375,26 +400,42 @@ class Fetcher:
         result = self._download(source, name, job.sha1, fresh=False)
         attempts = result.attempts
         expected = job.sha1 or self._late_sha1(job)
-        if expected is None:
-            reason = (
-                f"the API publishes no SHA1 for it yet; {result.size} bytes kept in"
-                f" {partial_name(name)} (sha1 {result.sha1}); run fetch again to verify"
-            )
-            return self._record(job, "unverified", reason, name=name, result=result)
-        if result.sha1 != expected and result.resumed:
+        report = result.archive
+        assert report is not None  # every download runs the archive check
+        bad = result.sha1 != expected if expected is not None else not report.passed
+        if bad and result.resumed:
             # The bytes kept from before may have been stale: one more try, from zero.
-            self._reporter.note(f"{name}: SHA1 mismatch after a resumed transfer; starting over")
+            what = "SHA1 mismatch" if expected is not None else "damaged archive"
+            self._reporter.note(f"{name}: {what} after a resumed transfer; starting over")
             discard(self._dest, name)
             result = self._download(source, name, expected, fresh=True)
             attempts += result.attempts
+            report = result.archive
+            assert report is not None
+        part = partial_name(name)
+        if expected is None:
+            if not report.passed:
+                reason = (
+                    f"{name} is damaged: {report.problem}. The API publishes no SHA1 to tell"
+                    f" whether the transfer or the published archive is at fault; the bytes stay"
+                    f" in {part} (delete it to download the archive again)"
+                )
+                return self._record(job, "failed", reason, name=name, failure="integrity")
+            reason = (
+                f"the API publishes no SHA1 for it yet; {result.size} bytes kept in"
+                f" {part} (sha1 {result.sha1}, archive check passed); run fetch again to verify"
+            )
+            return self._record(job, "unverified", reason, name=name, result=result)
         if result.sha1 != expected:
             discard(self._dest, name)
             reason = f"SHA1 mismatch: expected {expected}, got {result.sha1}"
             return self._record(job, "failed", reason, name=name, failure="integrity")
+        if not report.passed:
+            record = self._damaged(job, name, result.size, expected, report, where=part)
+            return _with_stats(record, attempts, result)
         commit(self._dest, name)
-        record = self._record(
-            job, "verified", "downloaded", files=(FileRecord(name, result.size, expected),)
-        )
+        files = (FileRecord.checked(name, result.size, expected, report),)
+        record = self._record(job, "verified", "downloaded", files=files)
         return _with_stats(record, attempts, result)
 
     def _download(self, source: Source, name: str, sha1: str | None, *, fresh: bool) -> PartResult:
@@ -408,6 +449,7 @@ class Fetcher:
             space=self._space,
             progress=self._reporter.progress(name),
             stop=self._stop,
+            check=ArchiveCheck,
         ).run(fresh=fresh)
 
     def _late_sha1(self, job: RestoreJob) -> str | None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from fetcher import __version__
+from fetcher.archive import ArchiveReport
 from fetcher.errors import (
     EXIT_ERROR,
     EXIT_INCOMPLETE,
@@ -19,6 +20,7 @@ from fetcher.errors import (
     UnsafeNameError,
 )
 from fetcher.names import MANIFEST_NAME, check_name
+from fetcher.restoreset import Member, RestoreSet, judge
 from fetcher.storage import Destination, io_error
 
 MANIFEST_VERSION = 1
@@ -31,11 +33,40 @@ OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 @dataclass(frozen=True)
 class FileRecord:
-    """One archive as it is on disk."""
+    """One archive as it is on disk, and what the archive check found in it."""
 
     name: str
     size: int
     sha1: str
+    archive_check: str | None = None  # "passed"; None when it was not checked (older fetcher)
+    replica_set: str | None = None  # restoreInfo.txt's "Replica Set"
+    restore_info: dict[str, str] | None = None  # every "Key: value" line of restoreInfo.txt
+    content_bytes: int | None = None  # the disk its regular files need unpacked
+
+    @classmethod
+    def checked(cls, name: str, size: int, sha1: str, report: ArchiveReport | None) -> FileRecord:
+        """A record of an archive, with what a passed archive check found in it."""
+        if report is None or not report.passed:
+            return cls(name, size, sha1)
+        return cls(
+            name,
+            size,
+            sha1,
+            archive_check="passed",
+            replica_set=report.replica_set,
+            restore_info=report.restore_info,
+            content_bytes=report.content_bytes,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the manifest entry of this archive."""
+        entry: dict[str, Any] = {"name": self.name, "size": self.size, "sha1": self.sha1}
+        if self.archive_check is not None:
+            entry["archiveCheck"] = self.archive_check
+            entry["replicaSet"] = self.replica_set
+            entry["restoreInfo"] = self.restore_info
+            entry["contentBytes"] = self.content_bytes
+        return entry
 
 
 @dataclass(frozen=True)
@@ -56,7 +87,7 @@ class JobRecord:
         entry: dict[str, Any] = {"id": self.id, "outcome": self.outcome, "reason": self.reason}
         if self.failure:
             entry["failure"] = self.failure
-        entry["files"] = [{"name": f.name, "size": f.size, "sha1": f.sha1} for f in self.files]
+        entry["files"] = [f.to_json() for f in self.files]
         entry["attempts"] = self.attempts
         entry["resumedBytes"] = self.resumed_bytes
         entry.update(self.info)
@@ -78,6 +109,53 @@ class Manifest:
         """True when there is at least one job and every job is verified."""
         return bool(self.jobs) and all(j.outcome == "verified" for j in self.jobs)
 
+    @property
+    def restore_set(self) -> RestoreSet | None:
+        """The verified archives judged as one restore set; None while some were never checked.
+
+        An archive an older fetcher verified has no restoreInfo.txt on record: judging the
+        set without it would report problems that are not there (`verify --deep` fills it in).
+        """
+        if self.unchecked:
+            return None
+        # A batch is a sharded cluster's restore; one of a single job restores one replica set.
+        sharded = self.batch_id is not None and len(self.jobs) > 1
+        return judge(self.members(), sharded=sharded, complete=not self.missing)
+
+    def members(self) -> list[Member]:
+        """The archives the restore set is judged on: verified, and checked as archives."""
+        out = []
+        for job in self.jobs:
+            stamp = job.info.get("timestamp")
+            date = stamp.get("date") if isinstance(stamp, dict) else None
+            for f in job.files:
+                if job.outcome == "verified" and f.archive_check == "passed":
+                    out.append(
+                        Member(
+                            archive=f.name,
+                            replica_set=f.replica_set,
+                            restore_info=f.restore_info,
+                            timestamp=date if isinstance(date, str) else None,
+                        )
+                    )
+        return out
+
+    @property
+    def unchecked(self) -> int:
+        """Verified archives an older fetcher recorded without the archive check."""
+        return sum(
+            1
+            for job in self.jobs
+            if job.outcome == "verified"
+            for f in job.files
+            if f.archive_check is None
+        )
+
+    @property
+    def missing(self) -> int:
+        """Jobs with no verified archive."""
+        return sum(1 for job in self.jobs if job.outcome != "verified")
+
     def to_json(self) -> dict[str, Any]:
         """Return the manifest document."""
         return {
@@ -88,6 +166,7 @@ class Manifest:
             "cluster": self.cluster,
             "batchId": self.batch_id,
             "complete": self.complete,
+            "restoreSet": restore_set.to_json() if (restore_set := self.restore_set) else None,
             "jobs": [j.to_json() for j in self.jobs],
         }
 
@@ -105,13 +184,16 @@ def _job_order(job: JobRecord) -> tuple[str, str]:
     return (job.files[0].name if job.files else "~", job.id)
 
 
-def exit_code(jobs: tuple[JobRecord, ...] | list[JobRecord]) -> int:
-    """Map outcomes to the process status: integrity (4) over error (1) over incomplete (3)."""
+def exit_code(jobs: tuple[JobRecord, ...] | list[JobRecord], *, problems: int = 0) -> int:
+    """Map outcomes to the process status: integrity (4) over error (1) over incomplete (3).
+
+    Problems of the restore set (two archives for one replica set, ...) are incomplete too.
+    """
     if any(j.failure == "integrity" for j in jobs):
         return EXIT_INTEGRITY
     if any(j.outcome == "failed" for j in jobs):
         return EXIT_ERROR
-    if not jobs or any(j.outcome != "verified" for j in jobs):
+    if not jobs or problems or any(j.outcome != "verified" for j in jobs):
         return EXIT_INCOMPLETE
     return EXIT_OK
 
@@ -247,12 +329,7 @@ def parse(doc: Any) -> Manifest:
         outcome = entry["outcome"]
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
-        files = tuple(
-            FileRecord(
-                name=check_name(_text(f["name"])), size=_size(f["size"]), sha1=_sha1(f["sha1"])
-            )
-            for f in _list(entry["files"])
-        )
+        files = tuple(_file(f) for f in _list(entry["files"]))
         known = {"id", "outcome", "reason", "failure", "files", "attempts", "resumedBytes"}
         failure = entry.get("failure")
         jobs.append(
@@ -274,6 +351,30 @@ def parse(doc: Any) -> Manifest:
         batch_id=_text(batch) if batch is not None else None,
         jobs=tuple(jobs),
         updated=_text(doc.get("updated", "")),
+    )
+
+
+def _file(obj: dict[str, Any]) -> FileRecord:
+    """One files[] entry; the archive-check fields are absent from older manifests."""
+    record = FileRecord(
+        name=check_name(_text(obj["name"])), size=_size(obj["size"]), sha1=_sha1(obj["sha1"])
+    )
+    if obj.get("archiveCheck") is None:
+        return record
+    if obj["archiveCheck"] != "passed":
+        raise ValueError(f"unknown archiveCheck {obj['archiveCheck']!r}")
+    info = obj.get("restoreInfo")
+    if info is not None and not (
+        isinstance(info, dict) and all(isinstance(v, str) for v in info.values())
+    ):
+        raise TypeError("restoreInfo is not an object of strings")
+    replica_set = obj.get("replicaSet")
+    return replace(
+        record,
+        archive_check="passed",
+        replica_set=_text(replica_set) if replica_set is not None else None,
+        restore_info=info,
+        content_bytes=_size(obj.get("contentBytes", 0)),
     )
 
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import re
 import socket
 import ssl
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+
+from fetcher.ring import Ring, Sink, Stage, feed
 
 # The body goes through a ring of BLOCKS buffers of BLOCK bytes (see BodyWriter): one socket fill,
 # one write and one hash update each. The ring is all a download holds, whatever the size.
@@ -33,43 +33,40 @@ Write = Callable[[int, bytes | memoryview], int]
 
 
 class BodyWriter:
-    """Writes and hashes the body on two threads of its own, beside the network read.
+    """Writes, hashes and (given a sink) checks the body on threads of its own, beside the read.
 
-    The body moves through a ring of BLOCKS buffers of BLOCK bytes, so memory stays the same
-    whatever the archive's size: the network side fills a free buffer (straight from the socket
-    when it can, see `read_body`), the write thread writes it whole, and the hash thread hashes
-    it and hands it back. Hashing follows writing, so the digest covers exactly the bytes on
-    disk, even after a failed write; `written` counts them. hashlib and os.write release the
-    GIL, so the read, the write and the hash of three buffers overlap on separate cores.
+    The body moves through a ring of BLOCKS buffers of BLOCK bytes (see ring.Ring), so memory
+    stays the same whatever the archive's size: the network side fills a free buffer (straight
+    from the socket when it can, see `read_body`), one thread writes it whole, the next hashes
+    it, and the next (the archive check) reads it before it comes back. Hashing follows writing,
+    so the digest covers exactly the bytes on disk, even after a failed write; `written` counts
+    them. hashlib, zlib and os.write release the GIL, so the read, the write, the hash and the
+    check of four buffers overlap on separate cores.
     """
 
-    def __init__(self, fd: int, digest: Any, offset: int, write: Write) -> None:
+    def __init__(
+        self, fd: int, digest: Any, offset: int, write: Write, sink: Sink | None = None
+    ) -> None:
         self._fd, self._digest, self._write = fd, digest, write
         self.written = offset  # on disk and hashed; final once close() returns
-        self.error: BaseException | None = None
-        self._buffers = [bytearray(BLOCK) for _ in range(BLOCKS)]
-        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for index in range(BLOCKS):
-            self._free.put(index)
-        self._to_write: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
-        self._to_hash: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._offset = self._flushed = offset  # written by the write stage; writeback started
+        stages: list[Stage] = [self._write_block, self._hash_block]
+        if sink is not None:
+            stages.append(feed(sink))
+        self._ring = Ring(stages, blocks=BLOCKS, size=BLOCK, name="fetcher-body")
         self._current: int | None = None  # the buffer being filled, and how full it is
         self._filled = 0
-        self._threads = [
-            threading.Thread(target=self._write_loop, args=(offset,), name="fetcher-write"),
-            threading.Thread(target=self._hash_loop, name="fetcher-hash"),
-        ]
-        for thread in self._threads:
-            thread.daemon = True
-            thread.start()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The write (or hash) failure that ended the body, if any."""
+        return self._ring.error
 
     def space(self) -> memoryview:
         """The free part of the buffer being filled (waiting for one when all are busy)."""
-        if self.error is not None:
-            raise self.error
         if self._current is None:
-            self._current, self._filled = self._free.get(), 0
-        return memoryview(self._buffers[self._current])[self._filled :]
+            self._current, self._filled = self._ring.get(), 0
+        return memoryview(self._ring.buffers[self._current])[self._filled :]
 
     def commit(self, n: int) -> None:
         """Count `n` bytes just put into `space()`; a full buffer goes to be written."""
@@ -95,47 +92,33 @@ class BodyWriter:
     def flush(self) -> None:
         """Send the buffer being filled to be written now, full or not."""
         if self._current is not None:
-            self._to_write.put((self._current, self._filled))
+            self._ring.put(self._current, self._filled)
             self._current = None
 
     def close(self) -> None:
-        """Write and hash what was filled, wait for both threads; re-raise a write error."""
+        """Write, hash and check what was filled, stop the threads; re-raise a write error."""
         self.flush()
-        self._to_write.put(None)
-        for thread in self._threads:
-            thread.join()
-        if self.error is not None:
-            raise self.error
+        self._ring.close()
 
-    def _write_loop(self, offset: int) -> None:
-        flushed = offset  # where writeback was last started
-        while (item := self._to_write.get()) is not None:
-            index, n = item
-            done = 0
-            if self.error is None:
-                view = memoryview(self._buffers[index])[:n]
-                try:
-                    while done < n:
-                        done += self._write(self._fd, view[done:])
-                except BaseException as exc:  # noqa: BLE001 -- re-raised by close()
-                    self.error = exc
-                offset += done
-                if offset - flushed >= WRITEBACK_EVERY:
-                    _start_writeback(self._fd, flushed, offset - flushed)
-                    flushed = offset
-            self._to_hash.put((index, done))  # even 0 bytes: the buffer must come back
-        self._to_hash.put(None)
+    def _write_block(self, block: memoryview) -> int:
+        if self._ring.error is not None:
+            return 0  # nothing is written after a failed write
+        done = 0
+        try:
+            while done < len(block):
+                done += self._write(self._fd, block[done:])
+        except BaseException as exc:  # noqa: BLE001 -- raised again by close()
+            self._ring.fail(exc)
+        self._offset += done
+        if self._offset - self._flushed >= WRITEBACK_EVERY:
+            _start_writeback(self._fd, self._flushed, self._offset - self._flushed)
+            self._flushed = self._offset
+        return done  # the hash covers what reached the disk, no more
 
-    def _hash_loop(self) -> None:
-        while (item := self._to_hash.get()) is not None:
-            index, n = item
-            try:
-                if n:
-                    self._digest.update(memoryview(self._buffers[index])[:n])
-                    self.written += n
-            except BaseException as exc:  # noqa: BLE001 -- re-raised by close()
-                self.error = self.error or exc
-            self._free.put(index)  # always: the network side may be waiting for it
+    def _hash_block(self, block: memoryview) -> int:
+        self._digest.update(block)
+        self.written += len(block)
+        return len(block)
 
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:

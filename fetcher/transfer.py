@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from fetcher.archive import ArchiveCheck, ArchiveReport
 from fetcher.errors import DiskSpaceError, FetcherError, TransferError
 from fetcher.names import partial_name, state_name
 from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
@@ -65,6 +66,7 @@ class PartResult:
     attempts: int
     resumed_bytes: int
     downloaded_bytes: int
+    archive: ArchiveReport | None = None  # the archive check's verdict, when one was asked for
 
     @property
     def resumed(self) -> bool:
@@ -152,8 +154,13 @@ class Download:
         write: Write = os.write,
         clock: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
+        check: Callable[[], ArchiveCheck] | None = None,
     ) -> None:
         self._client, self._dest, self._name, self._source = client, dest, name, source
+        # The archive check follows the SHA1 over every byte of the partial file, in order;
+        # it starts again whenever the file does.
+        self._new_check = check
+        self._check = check() if check is not None else None
         self._expected_sha1 = expected_sha1
         self._policy, self._space = policy, space
         self._stop = stop
@@ -186,6 +193,7 @@ class Download:
             attempts=self.attempts,
             resumed_bytes=self._resumed_bytes,
             downloaded_bytes=self._downloaded,
+            archive=self._check.finish() if self._check is not None else None,
         )
 
     def _open_part(self, fresh: bool) -> int:
@@ -201,7 +209,8 @@ class Download:
             if size and state is not None and self._matches(state, size):
                 # SHA1 state cannot be saved between runs: hash what is already on disk.
                 self._state = state
-                self._offset, self._digest = hash_fd(fd, limit=size)  # leaves fd at the end
+                # Leaves fd at the end; the archive check goes over the same bytes meanwhile.
+                self._offset, self._digest = hash_fd(fd, limit=size, sink=self._check)
                 self._progress(self._offset, state.size)
             else:
                 self._truncate(fd)
@@ -234,6 +243,7 @@ class Download:
         os.fsync(fd)
         self._offset = 0
         self._digest = hashlib.sha1()
+        self._check = self._new_check() if self._new_check is not None else None
         self._resumed_bytes = 0
 
     def _save_state(self) -> None:
@@ -402,7 +412,7 @@ class Download:
     def _receive(self, fd: int, response: httpx.Response, total: int | None) -> None:
         if total is not None and self._space is not None:
             self._space.reserve(self._name, total - self._offset, where=str(self._dest.path))
-        writer = BodyWriter(fd, self._digest, self._offset, self._write)
+        writer = BodyWriter(fd, self._digest, self._offset, self._write, self._check)
         next_report = 0.0
         try:
             for n in read_body(response, writer):

@@ -25,10 +25,10 @@ API_ROOT = "/api/atlas/v1.0"
 JOBS_PATH = f"{API_ROOT}/groups/{GROUP}/clusters/{CLUSTER}/restoreJobs"
 
 
-def make_archive(replica_set: str, payload: int = 64 * 1024) -> bytes:
-    """A real tar.gz holding restoreInfo.txt and `payload` random bytes."""
+def make_archive(replica_set: str, payload: int = 64 * 1024, *, level: int = 9) -> bytes:
+    """A real tar.gz holding restoreInfo.txt and `payload` random bytes (gzip `level`)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=level) as tar:
         info = f"Restore Information\nReplica Set: {replica_set}\nMongoDB Version: 7.0.12\n"
         for name, data in (("restoreInfo.txt", info.encode()), ("data.bin", os.urandom(payload))):
             entry = tarfile.TarInfo(f"{replica_set}/{name}")

@@ -9,7 +9,7 @@ import pytest
 
 from fetcher.names import partial_name
 from tests.conftest import Atlas, api_args, fetch_args, run_cli
-from tests.support import BATCH, CLUSTER, GROUP, PRIVATE_KEY, sha1
+from tests.support import BATCH, CLUSTER, GROUP, PRIVATE_KEY, make_archive, sha1
 
 
 def _shards(atlas: Atlas, n: int = 3) -> list[dict[str, object]]:
@@ -180,7 +180,7 @@ def test_no_hash_at_all_is_unverified_and_kept_partial(
 
 
 def test_ops_manager_bearer_goes_to_its_url_only(atlas: Atlas, creds: None, tmp_path: Path) -> None:
-    plain = atlas.add("plain.tar.gz")
+    plain = atlas.add("plain.tar.gz", make_archive("Cluster0-config"))  # the config server
     om = atlas.add("om.tar.gz")
     delivery = om["delivery"]
     delivery["urlV2"] = delivery.pop("url")

@@ -83,7 +83,9 @@ def assert_verified(dest: Path, atlas: Atlas, job: dict[str, Any], name: str = N
     assert not (dest / state_name(name)).exists()
     record = entry(dest, job)
     assert record["outcome"] == "verified"
-    assert record["files"] == [{"name": name, "size": len(data), "sha1": sha1(data)}]
+    (file,) = record["files"]
+    assert (file["name"], file["size"], file["sha1"]) == (name, len(data), sha1(data))
+    assert file["archiveCheck"] == "passed"
 
 
 def loud(args: list[str]) -> list[str]:

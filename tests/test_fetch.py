@@ -375,8 +375,9 @@ def test_ids_that_are_not_object_ids_are_usage_errors(
 def test_a_batch_writes_manifest_json_once(
     atlas: Atlas, creds: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for i in range(12):
+    for i in range(11):
         atlas.add(f"Cluster0-shard-{i}.tar.gz")
+    atlas.add("Cluster0-config.tar.gz")
     writes: list[int] = []
     real = mf.write
 
@@ -419,10 +420,12 @@ def test_a_killed_run_still_records_every_archive_it_verified(
             proc.wait()
     assert not (dest / "manifest.json").exists()  # never written whole: the journal holds it
 
-    # verify reads the journal: every archive the killed run verified is on record.
+    # verify reads the journal: every archive the killed run verified is on record, and the
+    # restore set says what the run did not get to.
     verified = run_cli("verify", str(dest))
-    assert verified.exit_code == 0, verified.stdout
+    assert verified.exit_code == 3, verified.stdout
     assert "3 of 3 archives intact" in verified.stdout
+    assert "no config server archive among 3 archives" in verified.stdout
 
     # The next fetch folds the journal into manifest.json and downloads only what is missing.
     atlas.pull.log.clear()
@@ -436,7 +439,7 @@ def test_a_killed_run_still_records_every_archive_it_verified(
 
 
 def test_a_torn_last_journal_line_is_ignored(atlas: Atlas, creds: None, tmp_path: Path) -> None:
-    jobs = [atlas.add(f"Cluster0-shard-{i}.tar.gz") for i in range(2)]
+    jobs = [atlas.add(name) for name in ("Cluster0-shard-0.tar.gz", "Cluster0-config.tar.gz")]
     assert run_cli(*fetch_args(atlas, tmp_path)).exit_code == 0
     doc = _manifest(tmp_path)
     (tmp_path / "manifest.json").unlink()

@@ -85,7 +85,7 @@ def _add_job(
     **kwargs: Any,
 ) -> dict[str, Any]:
     """List a READY job whose pull URL ends in `segment` (raw, percent-encoding and all)."""
-    data = make_archive("rs") if data is None else data
+    data = make_archive(f"rs-{new_id()}") if data is None else data  # a replica set of its own
     job_id = new_id()
     path = f"/backup/restore/v2/pull/{job_id}/{token or secrets.token_urlsafe(24)}/{segment}"
     atlas.pull.add(path, data)
@@ -348,7 +348,7 @@ def test_the_bearer_goes_to_its_own_origin_only(
         atlas.pull.add(moved, job["_data"])
         target, log = atlas.pull.url(moved).replace("//127.0.0.1:", "//localhost:"), atlas.pull
     atlas.pull.resources[job["_path"]].faults = [Fault(redirect_to=target)]
-    plain = atlas.add("plain.tar.gz")
+    plain = atlas.add("plain.tar.gz", make_archive("Cluster0-config"))  # the batch's config server
 
     result = run_cli(*fetch_args(atlas, tmp_path, "--json"))
 
@@ -473,7 +473,7 @@ def test_a_netrc_parse_error_does_not_echo_the_file(
 def test_tokens_bearers_and_keys_never_show_or_persist(
     atlas: Atlas, creds: None, tmp_path: Path, pull_fault: str
 ) -> None:
-    plain = atlas.add("plain.tar.gz")
+    plain = atlas.add("plain.tar.gz", make_archive("Cluster0-config"))  # the config server
     om = _add_ops_manager_job(atlas, "om.tar.gz")
     signed = _add_job(
         atlas, "signed.tar.gz", file_name="signed.tar.gz", query="?X-Signature=s1gnature-d34db33f"
