@@ -25,15 +25,54 @@ API_ROOT = "/api/atlas/v1.0"
 JOBS_PATH = f"{API_ROOT}/groups/{GROUP}/clusters/{CLUSTER}/restoreJobs"
 
 
-def make_archive(replica_set: str, payload: int = 64 * 1024, *, level: int = 9) -> bytes:
-    """A real tar.gz holding restoreInfo.txt and `payload` random bytes (gzip `level`)."""
+SNAPSHOT = "Tue Nov 28 09:00:00 GMT 2026"
+_DEFAULT = object()
+
+
+def restore_info(replica_set: str, *, snapshot: str = SNAPSHOT, cluster: str = CLUSTER) -> str:
+    """restoreInfo.txt as MongoDB documents it, with multi-line startup options."""
+    role = "configsvr" if "config" in replica_set else "shardsvr"
+    return (
+        "Restore Information\n"
+        "Group Name: Project0\n"
+        f"Replica Set: {replica_set}\n"
+        f"Cluster Name: {cluster}\n"
+        f"Snapshot timestamp: {snapshot}\n"
+        f"Restore timestamp: {snapshot} (1795942800, 1)\n"
+        f"Last Oplog Applied: {snapshot} (1795942800, 1)\n"
+        "MongoDB Version: 7.0.12\n"
+        "Storage engine type: wiredTiger\n"
+        "Startup Options: {\n"
+        f'  "replication": {{ "replSetName": "{replica_set}" }},\n'
+        f'  "sharding": {{ "clusterRole": "{role}" }},\n'
+        '  "storage": { "dbPath": "/data/db", "engine": "wiredTiger" }\n'
+        "}\n"
+    )
+
+
+def make_archive(
+    replica_set: str,
+    payload: int = 64 * 1024,
+    *,
+    level: int = 9,
+    info: str | None | object = _DEFAULT,
+    extra: tuple[tarfile.TarInfo, ...] = (),
+) -> bytes:
+    """A real restore tar.gz: REPLICA_SET/restoreInfo.txt and REPLICA_SET/data.bin of `payload`
+    random bytes (gzip `level`); `info` replaces restoreInfo.txt (None: no restoreInfo.txt);
+    `extra` members (no data) go last."""
+    text = restore_info(replica_set) if info is _DEFAULT else info
+    files = [("data.bin", os.urandom(payload))]
+    if isinstance(text, str):
+        files.insert(0, ("restoreInfo.txt", text.encode()))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=level) as tar:
-        info = f"Restore Information\nReplica Set: {replica_set}\nMongoDB Version: 7.0.12\n"
-        for name, data in (("restoreInfo.txt", info.encode()), ("data.bin", os.urandom(payload))):
+        for name, data in files:
             entry = tarfile.TarInfo(f"{replica_set}/{name}")
             entry.size = len(data)
             tar.addfile(entry, io.BytesIO(data))
+        for member in extra:
+            tar.addfile(member)
     return buf.getvalue()
 
 
