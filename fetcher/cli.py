@@ -417,19 +417,22 @@ def _show_readiness(manifest: Manifest, where: Path, *, out: TextIO, quiet: bool
         for problem in restore_set.problems if restore_set else ():
             click.echo(_shown(f"fetcher: restore set: {problem}"), err=True)
         return
+    config = restore_set.config_server if restore_set else None
+    files = [f for job in manifest.jobs if job.outcome == "verified" for f in job.files]
+    # Shards by name, then the config server.
+    files.sort(key=lambda f: (config is not None and f.replica_set == config, f.name))
     rows: list[tuple[str, ...]] = [("ARCHIVE", "REPLICA SET", "MONGODB", "ENGINE", "UNPACKED")]
-    for job in manifest.jobs:
-        for f in job.files if job.outcome == "verified" else ():
-            info = f.restore_info
-            rows.append(
-                (
-                    f.name,
-                    f.replica_set or "-",
-                    info_value(info, "MongoDB Version") or "-",
-                    info_value(info, "Storage engine type", "Storage Engine") or "-",
-                    _size(f.content_bytes) if f.content_bytes is not None else "-",
-                )
+    for f in files:
+        info = f.restore_info
+        rows.append(
+            (
+                f.name,
+                f.replica_set or "-",
+                info_value(info, "MongoDB Version") or "-",
+                info_value(info, "Storage engine type", "Storage Engine") or "-",
+                _size(f.content_bytes) if f.content_bytes is not None else "-",
             )
+        )
     lines = [""] + (_table(rows) if len(rows) > 1 else [])
     if restore_set is None:
         lines.append(

@@ -174,7 +174,7 @@ class Manifest:
 def merge(old: Manifest | None, new: Manifest) -> Manifest:
     """Combine an earlier manifest with this run's records; this run wins for the jobs it saw."""
     if old is None or _target(old) != _target(new):
-        return new
+        old = replace(new, jobs=())
     seen = {j.id for j in new.jobs}
     kept = tuple(j for j in old.jobs if j.id not in seen)
     return replace(new, jobs=tuple(sorted(kept + new.jobs, key=_job_order)))
