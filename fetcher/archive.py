@@ -183,6 +183,7 @@ class _TarWalk:
         self._pax: dict[str, str] = {}  # a pax header's overrides for the next member
         self._long: dict[bytes, str] = {}  # GNU long name (L) and long link (K) for the next
         self._current = ""  # the member whose data is being passed over, for messages
+        self._links: set[str] = set()  # symbolic links seen, as normalised paths
         self.members = 0
         self.content_bytes = 0
         self.info: bytearray | None = None
@@ -254,7 +255,9 @@ class _TarWalk:
             self.members += 1
             self._current = name
             _check_path(name)
+            self._check_through_links(name)
             if kind == b"2":
+                self._links.add(_normal(name))
                 _check_link(posixpath.join(posixpath.dirname(name), link), name, link)
             elif kind == b"1":
                 _check_link(link, name, link)
@@ -269,6 +272,15 @@ class _TarWalk:
         self._skip = -(-size // BLOCK) * BLOCK  # data, padded to whole blocks
         if not self._skip and self._keep is not None:
             self._kept()
+
+    def _check_through_links(self, name: str) -> None:
+        """A member below a symbolic link would be written wherever the link points."""
+        if not self._links:
+            return
+        parts = _normal(name).split("/")
+        for end in range(1, len(parts)):
+            if (prefix := "/".join(parts[:end])) in self._links:
+                raise Damaged(f"{_shown(name)} is below the symbolic link {_shown(prefix)}")
 
     def _kept(self) -> None:
         """A kept member's data is complete: use it."""
@@ -369,6 +381,18 @@ def _climbs_out(path: str) -> bool:
         elif part not in ("", "."):
             depth += 1
     return False
+
+
+def _normal(path: str) -> str:
+    """A member path without '.', empty parts or '..' (which _check_path keeps inside)."""
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/".join(parts)
 
 
 def _is_info(name: str) -> bool:

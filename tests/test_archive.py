@@ -939,3 +939,17 @@ def test_parse_restore_info_keys_as_written() -> None:
 )
 def test_parse_restore_info_cases(text: str, expected: dict[str, str]) -> None:
     assert parse_restore_info(text) == expected
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        # Each link stays inside on its own; through the first, the second lands outside.
+        [symlink("Cluster0-shard-0/a", ".."), symlink("Cluster0-shard-0/a/b", "../..")],
+        [symlink("Cluster0-shard-0/journal", "."), reg("Cluster0-shard-0/journal/x", b"x")],
+        [symlink("Cluster0-shard-0/d", "."), reg("Cluster0-shard-0/./d/x", b"x")],
+    ],
+    ids=["chain-of-links", "file-below-a-link", "dot-spelled"],
+)
+def test_a_member_below_a_symbolic_link_is_caught(entries: list[Entry]) -> None:
+    assert_fails(check_bytes(with_entries(*entries)), "below the symbolic link")
