@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark `fetcher` on loopback against curl + sync, openssl sha1 and aria2c (issue 5).
+"""Benchmark `fetcher` on loopback against curl + sync, openssl sha1, tar and aria2c (issues 5, 9).
 
 Run it through scripts/bench, which installs the tools and reuses .venv. Everything it makes
-lives under .bench/: payloads are made once and kept, work files are removed at the end.
-Servers: nginx on two loopback ports (one plain, one with `limit_rate` per connection)
-serving the payloads, and scripts/fake_atlas.py instances whose delivery URLs point at nginx.
+lives under .bench/: payloads (restore-style tar.gz archives made by scripts/fake_atlas.py) are
+made once and kept, and made again when fake_atlas writes another layout; work files are
+removed at the end. Servers: nginx on three loopback ports (one plain, two with `limit_rate`
+per connection) serving the payloads, and scripts/fake_atlas.py instances whose delivery URLs
+point at nginx.
 
 Each timed pair runs fetcher and its reference one after the other, alternating which goes
 first, from a fresh directory and with nothing dirty left over (`os.sync()` before each run).
@@ -42,9 +44,11 @@ WORK = BENCH / "work"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 FETCHER = Path(sys.executable).parent / "fetcher"
-STEPS = ("fetch", "verify", "resume", "batch", "scale")
+STEPS = ("fetch", "rate100", "verify", "deep", "resume", "batch", "scale")
 SCALE_JOBS = (200, 1000)  # the two batch sizes of the per-job cost comparison
 SCALE_ARCHIVE = 16 * 1024
+FAST_RATE_MIB = 100  # the rate100 step: one archive from a link limited to this per connection
+RSS_GOAL = 64 * MIB
 NGINX_CONF = """daemon off;
 worker_processes 1;
 pid {run}/nginx.pid;
@@ -65,6 +69,12 @@ http {{
         root {root};
         limit_rate {rate}m;
         access_log {run}/access-limited.log bench;
+    }}
+    server {{
+        listen 127.0.0.1:{fast_port};
+        root {root};
+        limit_rate {fast_rate}m;
+        access_log {run}/access-fast.log bench;
     }}
 }}
 """
@@ -192,11 +202,20 @@ class Atlas:
 
 
 def make_payload(directory: Path, cluster: str, size: int) -> None:
-    """Generate (once) the archive that fake_atlas serves as shard 0 of `cluster`."""
+    """Generate (once) the archive that fake_atlas serves as shard 0 of `cluster`.
+
+    fake_atlas then reuses it whatever --size it is given; it makes an archive again only when
+    the one on disk is not of the layout (or restoreInfo.txt) it writes.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"{cluster}-shard-0-{fake_atlas.stamp(fake_atlas.SNAPSHOT_EPOCH)}.tar.gz"
-    epoch = fake_atlas.SNAPSHOT_EPOCH
-    fake_atlas.make_archive(directory / name, cluster, f"{cluster}-shard-0", epoch, size)
+    fake_atlas.member_archive(
+        directory,
+        group=fake_atlas.DEFAULT_GROUP,  # as start_atlas runs fake_atlas: its Cluster Id matches
+        cluster=cluster,
+        member="shard-0",
+        epoch=fake_atlas.SNAPSHOT_EPOCH,
+        size=size,
+    )
 
 
 class Servers:
@@ -204,7 +223,7 @@ class Servers:
 
     def __init__(self) -> None:
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.port, self.limited_port = free_port(), free_port()
+        self.port, self.limited_port, self.fast_port = free_port(), free_port(), free_port()
 
     def close(self) -> None:
         """Stop every child: SIGTERM, then SIGKILL after 10 s."""
@@ -220,24 +239,44 @@ class Servers:
                 proc.wait()
         self._procs.clear()
 
-    def start_nginx(self, rate_mib: int) -> None:
-        """Serve PAYLOAD plainly on one port, and at `rate_mib` MiB/s per connection on another."""
+    def start_nginx(self, rate_mib: int, fast_rate_mib: int) -> None:
+        """Serve PAYLOAD plainly on one port, and at `rate_mib` and `fast_rate_mib` MiB/s per
+        connection on two others."""
         conf = RUN / "nginx.conf"
         conf.write_text(
             NGINX_CONF.format(
-                run=RUN, root=PAYLOAD, port=self.port, limited_port=self.limited_port, rate=rate_mib
+                run=RUN,
+                root=PAYLOAD,
+                port=self.port,
+                limited_port=self.limited_port,
+                rate=rate_mib,
+                fast_port=self.fast_port,
+                fast_rate=fast_rate_mib,
             )
         )
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         proc = spawn([nginx, "-e", str(RUN / "nginx-error.log"), "-c", str(conf)], log="nginx")
         self._procs.append(("nginx", proc))
-        wait_for(lambda: listening(self.port) and listening(self.limited_port), proc, "nginx")
+        ports = (self.port, self.limited_port, self.fast_port)
+        wait_for(lambda: all(listening(p) for p in ports), proc, "nginx")
 
     def start_atlas(
-        self, archives: Path, *, cluster: str, shards: int, size: int, port: int
+        self,
+        archives: Path,
+        *,
+        cluster: str,
+        shards: int,
+        size: int,
+        port: int,
+        label: str | None = None,
     ) -> Atlas:
-        """Start fake_atlas.py over `archives`, its delivery URLs on nginx at `port`."""
-        state = RUN / f"atlas-{archives.name}"
+        """Start fake_atlas.py over `archives`, its delivery URLs on nginx at `port`.
+
+        `label` (default: the directory's name) names its state directory and log, so that
+        two instances can serve one directory through two ports.
+        """
+        label = label or archives.name
+        state = RUN / f"atlas-{label}"
         info_path = state / "server.json"
         info_path.unlink(missing_ok=True)
         pull_base = f"http://127.0.0.1:{port}/{archives.name}"
@@ -247,9 +286,9 @@ class Servers:
             *("--shards", str(shards), "--size", str(size), "--page-size", "100"),
             "--no-expired-job",
         ]
-        proc = spawn(argv, log=f"atlas-{archives.name}")
-        self._procs.append((f"fake_atlas {archives.name}", proc))
-        wait_for(info_path.exists, proc, f"fake_atlas {archives.name}")
+        proc = spawn(argv, log=f"atlas-{label}")
+        self._procs.append((f"fake_atlas {label}", proc))
+        wait_for(info_path.exists, proc, f"fake_atlas {label}")
         info = json.loads(info_path.read_text())
         env = {k: v for k, v in fetcher_env().items() if not k.startswith(("MONGODB_", "MCLI_"))}
         env.pop("FETCHER_BASE_URL", None)
@@ -333,41 +372,79 @@ class Bench:
             Row(name, fetcher, reference, ratio, f"{'<' if strict else '<='} {goal:.2f}", ok)
         )
 
-    def fetch_vs_curl(self, atlas: Atlas) -> None:
-        """Whole-process `fetcher fetch` vs `curl -o FILE URL && sync FILE`, then peak RSS."""
+    def fetch_one(self, atlas: Atlas, log: str) -> Callable[[], float]:
+        """A timed `fetcher fetch` of the first archive into a fresh directory; its peak RSS
+        is kept for the RSS row."""
         archive = atlas.archives[0]
-        print(f"bench: fetch {size(archive.size)} vs curl + sync, {self.runs} pairs", flush=True)
 
         def fetch() -> float:
-            dest = fresh(WORK / "fetch")
-            run = self.fetched(
-                timed(atlas.fetch(dest), log="fetcher", env=atlas.env), dest, [archive]
-            )
+            dest = fresh(WORK / log)
+            run = self.fetched(timed(atlas.fetch(dest), log=log, env=atlas.env), dest, [archive])
             self.peaks.append(run.maxrss)
             return run.wall
+
+        return fetch
+
+    @staticmethod
+    def curl(archive: Archive) -> Callable[[], float]:
+        """A timed `curl -o FILE URL && sync FILE` of the archive into a fresh directory."""
 
         def curl() -> float:
             out = fresh(WORK / "curl") / archive.name
             got = checked(timed(["curl", "-sSf", "-o", str(out), archive.url], log="curl"), "curl")
             return got.wall + checked(timed(["sync", str(out)], log="curl"), "sync").wall
 
-        result = self.pairs(fetch, curl, warmup=True)
+        return curl
+
+    def fetch_vs_curl(self, atlas: Atlas) -> None:
+        """Whole-process `fetcher fetch` vs `curl -o FILE URL && sync FILE`."""
+        archive = atlas.archives[0]
+        print(f"bench: fetch {size(archive.size)} vs curl + sync, {self.runs} pairs", flush=True)
+        result = self.pairs(self.fetch_one(atlas, "fetcher"), self.curl(archive), warmup=True)
         self.raw["fetch_vs_curl"] = result
         self.compare(f"fetch {size(archive.size)} vs curl -o && sync", result, 1.00)
+
+    def fetch_at_rate(self, atlas: Atlas, rate_mib: int) -> None:
+        """One archive from a link limited to `rate_mib` MiB/s, archive check included, against
+        the ideal (size / rate); curl + sync from the same link runs in alternation."""
+        archive = atlas.archives[0]
+        ideal = archive.size / (rate_mib * MIB)
+        what = f"fetch {size(archive.size)} @ {rate_mib} MiB/s per connection"
+        print(f"bench: {what} (ideal {ideal:.2f} s) vs curl + sync, {self.runs} pairs", flush=True)
+        result = self.pairs(self.fetch_one(atlas, "fetcher-rate"), self.curl(archive), warmup=False)
+        self.raw["fetch_at_rate"] = {"pairs": result, "ideal": ideal, "rateMiB": rate_mib}
+        fetched, curled = [a for a, _ in result], [b for _, b in result]
+        vs_ideal = statistics.median(a / ideal for a in fetched)
+        curl_ratio = statistics.median(b / ideal for b in curled)
+        self.rows.append(
+            Row(
+                f"{what}, archive check included, vs ideal",
+                seconds(fetched),
+                f"{ideal:.2f} s",
+                vs_ideal,
+                "<= 1.15",
+                vs_ideal <= 1.15,
+                f"ideal = size / rate; curl -o && sync from the same link, alternated:"
+                f" {seconds(curled)} ({curl_ratio:.3f} x ideal)",
+            )
+        )
+
+    def rss(self, name: str) -> None:
+        """The peak RSS row: the highest of every single-archive fetch measured so far."""
         self.raw["peak_rss"] = self.peaks
         peak = max(self.peaks)
         mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        note = "max over the runs, from wait4"
+        note = f"max over {len(self.peaks)} runs, from wait4"
         if peak <= mine:  # Linux carries a parent's peak over into its children
             note += f"; no more than this script's own {mine / MIB:.0f} MiB, so an upper bound"
         self.rows.append(
             Row(
-                f"peak RSS, fetch {size(archive.size)}",
+                f"peak RSS, {name}",
                 f"{peak / MIB:.1f} MiB",
                 "-",
                 None,
-                "< 80 MiB",
-                peak < 80 * MIB,
+                f"< {RSS_GOAL // MIB} MiB",
+                peak < RSS_GOAL,
                 note,
             )
         )
@@ -397,14 +474,20 @@ class Bench:
             )
         )
 
-    def verify_vs_openssl(self, atlas: Atlas) -> None:
-        """`fetcher verify DIR` vs `openssl sha1 FILE`, on a fetched archive."""
+    def fetched_dir(self, atlas: Atlas) -> Path:
+        """A directory holding the first archive and its manifest, fetched once."""
         archive = atlas.archives[0]
         dest = WORK / "verify"
         if not (dest / archive.name).exists():
             self.fetched(
                 timed(atlas.fetch(fresh(dest)), log="fetcher", env=atlas.env), dest, [archive]
             )
+        return dest
+
+    def verify_vs_openssl(self, atlas: Atlas) -> None:
+        """`fetcher verify DIR` vs `openssl sha1 FILE`, on a fetched archive."""
+        archive = atlas.archives[0]
+        dest = self.fetched_dir(atlas)
         print(f"bench: verify {size(archive.size)} vs openssl sha1, {self.runs} pairs", flush=True)
 
         def verify() -> float:
@@ -423,6 +506,27 @@ class Bench:
         result = self.pairs(verify, openssl, warmup=True)
         self.raw["verify_vs_openssl"] = result
         self.compare(f"verify {size(archive.size)} vs openssl sha1", result, 1.00)
+
+    def deep_vs_tar(self, atlas: Atlas) -> None:
+        """`fetcher verify --deep DIR` (SHA1 and archive check) vs `tar -tzf FILE`."""
+        archive = atlas.archives[0]
+        dest = self.fetched_dir(atlas)
+        print(
+            f"bench: verify --deep {size(archive.size)} vs tar -tzf, {self.runs} pairs", flush=True
+        )
+
+        def deep() -> float:
+            argv = [str(FETCHER), "verify", "--deep", str(dest), "--quiet"]
+            run = timed(argv, log="verify-deep", env=fetcher_env())
+            return checked(run, "fetcher verify --deep").wall
+
+        def tar() -> float:
+            return checked(timed(["tar", "-tzf", str(dest / archive.name)], log="tar"), "tar").wall
+
+        result = self.pairs(deep, tar, warmup=True)
+        self.raw["deep_vs_tar"] = result
+        self.compare(f"verify --deep {size(archive.size)} vs tar -tzf", result, 1.10)
+        self.rows[-1].note = "SHA1 and the archive check (inflate, tar headers) in one read"
 
     def resume(self, atlas: Atlas) -> None:
         """SIGKILL at ~50%, run again, and count the body bytes nginx sent for the archive."""
@@ -613,6 +717,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size-mib", type=int, default=1024, help="the single archive (default 1024)")
     p.add_argument("--batch-mib", type=int, default=160, help="each batch archive (default 160)")
     p.add_argument("--rate-mib", type=int, default=16, help="limit_rate per connection (16)")
+    p.add_argument(
+        "--fast-rate-mib",
+        type=int,
+        default=FAST_RATE_MIB,
+        help=f"limit_rate per connection of the rate100 step ({FAST_RATE_MIB})",
+    )
     p.add_argument("--keep", action="store_true", help="keep .bench/work afterwards")
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -626,11 +736,11 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def serving(rate_mib: int) -> Iterator[Servers]:
+def serving(rate_mib: int, fast_rate_mib: int) -> Iterator[Servers]:
     """nginx for the whole run; everything started stopped however the run ends."""
     servers = Servers()
     try:
-        servers.start_nginx(rate_mib)
+        servers.start_nginx(rate_mib, fast_rate_mib)
         yield servers
     finally:
         servers.close()
@@ -642,10 +752,22 @@ def measure(args: argparse.Namespace, bench: Bench) -> None:
     single = PAYLOAD / f"single-{args.size_mib}M"
     make_payload(single, "Bench1", args.size_mib * MIB)
     batch = PAYLOAD / f"batch-{args.batch_mib}M"
-    with serving(args.rate_mib) as servers:
+    with serving(args.rate_mib, args.fast_rate_mib) as servers:
         one = servers.start_atlas(single, cluster="Bench1", shards=1, size=small, port=servers.port)
         if "fetch" in args.only:
             bench.fetch_vs_curl(one)
+        if "rate100" in args.only:
+            fast = servers.start_atlas(
+                single,
+                cluster="Bench1",
+                shards=1,
+                size=small,
+                port=servers.fast_port,
+                label=f"{single.name}-fast",
+            )
+            bench.fetch_at_rate(fast, args.fast_rate_mib)
+        if bench.peaks:
+            bench.rss(f"fetch {size(args.size_mib * MIB)}")
         if args.full:
             huge = PAYLOAD / "single-4096M"
             make_payload(huge, "Bench4", 4 * GIB)
@@ -655,6 +777,8 @@ def measure(args: argparse.Namespace, bench: Bench) -> None:
             bench.rss_flat(one, four)
         if "verify" in args.only:
             bench.verify_vs_openssl(one)
+        if "deep" in args.only:
+            bench.deep_vs_tar(one)
         if "resume" in args.only:
             bench.resume(one)
         if "batch" in args.only:

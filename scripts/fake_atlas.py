@@ -20,6 +20,7 @@ import sys
 import tarfile
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,11 @@ from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 API_ROOT = "/api/atlas/v1.0"
+DEFAULT_GROUP = "5f0c0ffee0000000000000aa"
+GROUP_NAME = "Project0"  # the group's name, as restoreInfo.txt gives it
+MONGODB_VERSION = "7.0.12"
+WIREDTIGER_VERSION = "11.2.0"
+INFO_NAME = "restoreInfo.txt"
 REALM = "MMS Public API"
 CHUNK = 1 << 20
 # A fixed snapshot time keeps archive names stable across runs, so big files are reused.
@@ -60,33 +66,93 @@ def stamp(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def restore_info(cluster: str, rs_name: str, epoch: int) -> bytes:
-    """Text shaped like the restoreInfo.txt MongoDB puts in every archive."""
+def restore_info(*, group: str, cluster: str, replica_set: str, role: str, epoch: int) -> bytes:
+    """restoreInfo.txt as MongoDB documents it: one `Key: value` line each, and the mongod
+    startup options (a JSON document over several lines) the restore must be started with."""
     when = dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%a %b %d %H:%M:%S GMT %Y")
+    options = {
+        "net": {"bindIp": "0.0.0.0", "port": 27019 if role == "configsvr" else 27018},
+        "replication": {"replSetName": replica_set},
+        "sharding": {"clusterRole": role},
+        "storage": {"dbPath": "/data/db", "engine": "wiredTiger"},
+    }
     return (
         "Restore Information\n"
-        f"Cluster Name: {cluster}\n"
-        f"Replica Set: {rs_name}\n"
+        f"Group Name: {GROUP_NAME}\n"
+        f"Replica Set: {replica_set}\n"
+        f"Cluster Id: {hex_id('cluster', group, cluster)}\n"  # the API's clusterId of the job
         f"Snapshot timestamp: {when}\n"
+        f"Restore timestamp: {when} ({epoch}, 1)\n"
         f"Last Oplog Applied: {when} ({epoch}, 1)\n"
-        "MongoDB Version: 7.0.12\n"
-        "Startup Options: {\n"
-        '  "net": { "bindIp": "0.0.0.0", "port": 27017 },\n'
-        f'  "replication": {{ "replSetName": "{rs_name}" }},\n'
-        '  "storage": { "dbPath": "/data/db", "engine": "wiredTiger" }\n'
-        "}\n"
+        f"MongoDB Version: {MONGODB_VERSION}\n"
+        "Storage engine type: wiredTiger\n"
+        f"Startup Options: {json.dumps(options, indent=2)}\n"
     ).encode()
 
 
-def make_archive(path: Path, cluster: str, rs_name: str, epoch: int, size: int) -> None:
-    """Write a real tar.gz of about `size` bytes unless one already exists at `path`."""
-    if path.exists():
+def _member(name: str, epoch: int, size: int = 0, *, directory: bool = False) -> tarfile.TarInfo:
+    entry = tarfile.TarInfo(name)
+    entry.size, entry.mtime = size, epoch
+    entry.uname = entry.gname = "mongod"
+    entry.uid = entry.gid = 999
+    if directory:
+        entry.type, entry.mode = tarfile.DIRTYPE, 0o700
+    else:
+        entry.mode = 0o600
+    return entry
+
+
+def _head(replica_set: str, info: bytes, epoch: int) -> list[tuple[tarfile.TarInfo, bytes]]:
+    """The small members every archive starts with, in order; the data files follow them."""
+    wiredtiger = f"WiredTiger\nWiredTiger {WIREDTIGER_VERSION}: (fake-atlas)\n".encode()
+    return [
+        (_member(replica_set, epoch, directory=True), b""),
+        (_member(f"{replica_set}/{INFO_NAME}", epoch, len(info)), info),
+        (_member(f"{replica_set}/WiredTiger", epoch, len(wiredtiger)), wiredtiger),
+    ]
+
+
+def _shape(member: tarfile.TarInfo) -> tuple[str, bytes, int]:
+    return member.name, member.type, member.size
+
+
+def _is_current(path: Path, head: list[tuple[tarfile.TarInfo, bytes]]) -> bool:
+    """True when the archive at `path` starts with `head`: the layout and restoreInfo.txt this
+    version writes (an archive of an older layout is made again). Reads a few KiB, not the file."""
+    try:
+        with tarfile.open(path, "r|gz") as tar:
+            for want, data in head:
+                got = tar.next()
+                if got is None or _shape(got) != _shape(want):
+                    return False
+                if data and (f := tar.extractfile(got)) is not None and f.read() != data:
+                    return False
+    except (OSError, EOFError, tarfile.TarError, zlib.error):
+        return False
+    return True
+
+
+def make_archive(path: Path, *, replica_set: str, info: bytes, epoch: int, size: int) -> None:
+    """Write a restore tar.gz of about `size` bytes, unless `path` already holds one like it.
+
+    Its layout is a real restore archive's: one top-level directory named after the replica
+    set, holding restoreInfo.txt and WiredTiger files; the data files are random bytes, so the
+    archive is mostly incompressible, as snappy-compressed WiredTiger files are.
+    """
+    head = _head(replica_set, info, epoch)
+    if path.exists() and _is_current(path, head):
         return
     print(f"fake-atlas: generating {path.name} ({size} bytes)", file=sys.stderr, flush=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    info = restore_info(cluster, rs_name, epoch)
-    # Tar headers, padding and the end-of-archive blocks add a few KiB; aim near `size`.
-    data_len = max(0, size - 8192)
+    # The head, two more headers and the end-of-archive blocks; the data files fill the rest.
+    overhead = sum(512 + -(-m.size // 512) * 512 for m, _ in head) + 2 * 512 + 1024
+    data_len = max(0, size - overhead) // 512 * 512
+    index_len = min(data_len // 16, 16 * CHUNK) // 512 * 512  # an index: a sliver of the data
+    ident = int(hex_id("ident", replica_set), 16) % 10**19  # WiredTiger's idents are numbers
+    data = [
+        _member(f"{replica_set}/collection-0-{ident}.wt", epoch, data_len - index_len),
+        _member(f"{replica_set}/index-1-{ident}.wt", epoch, index_len),
+    ]
     # Level 0 (stored deflate blocks): random data does not compress anyway, and level 1
     # would make a 1 GiB bench archive take half a minute instead of a few seconds.
     try:
@@ -96,18 +162,32 @@ def make_archive(path: Path, cluster: str, rs_name: str, epoch: int, size: int) 
             Path("/dev/urandom").open("rb") as rnd,
             tarfile.open(path, "w:gz", raw, compresslevel=0) as tar,
         ):
-            for name, length, src in (
-                ("restoreInfo.txt", len(info), io.BytesIO(info)),
-                (f"collection-0-{epoch}.wt", data_len, rnd),  # tarfile copies in chunks
-            ):
-                member = tarfile.TarInfo(name)
-                member.size, member.mtime, member.mode = length, epoch, 0o600
-                tar.addfile(member, cast(BinaryIO, src))
+            # tarfile copies 16 KiB at a time by default; its typeshed stub lacks the knob.
+            tar.copybufsize = CHUNK  # type: ignore[attr-defined]
+            for member, content in head:
+                tar.addfile(member, io.BytesIO(content) if member.isfile() else None)
+            for member in data:
+                tar.addfile(member, cast(BinaryIO, rnd))  # tarfile copies in CHUNK blocks
         # Rename last so an interrupted run never leaves a half archive that later runs reuse.
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def member_archive(
+    directory: Path, *, group: str, cluster: str, member: str, epoch: int, size: int
+) -> tuple[str, Path]:
+    """Make (or reuse) the archive of `cluster`'s replica set `member` ("shard-N" or "config")
+    at the restore point `epoch`; return the replica set's name and the archive's path."""
+    replica_set = f"{cluster}-{member}"
+    role = "configsvr" if member == "config" else "shardsvr"
+    info = restore_info(
+        group=group, cluster=cluster, replica_set=replica_set, role=role, epoch=epoch
+    )
+    path = directory / f"{replica_set}-{stamp(epoch)}.tar.gz"
+    make_archive(path, replica_set=replica_set, info=info, epoch=epoch, size=size)
+    return replica_set, path
 
 
 def sha1_of(path: Path) -> str:
@@ -127,6 +207,7 @@ class Job:
     batch_id: str
     file_name: str
     path: Path | None
+    replica_set: str  # what the archive's restoreInfo.txt names
     expired: bool = False
     sha1: str = ""
     size: int = 0
@@ -513,23 +594,26 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
     """Create or reuse the archives and describe the jobs that serve them."""
     archives: Path = args.archives
     archives.mkdir(parents=True, exist_ok=True)
-    c, batch, tag = args.cluster, args.batch, stamp(SNAPSHOT_EPOCH)
-    specs = [(f"{c}-shard-{i}", f"{c}-shard-{i}-{tag}.tar.gz") for i in range(args.shards)]
-    specs.append((f"{c}-config", f"{c}-config-{tag}.tar.gz"))
-    for rs_name, name in specs:
-        make_archive(archives / name, c, rs_name, SNAPSHOT_EPOCH, args.size)
-    jobs = [Job(hex_id("job", batch, name), batch, name, archives / name) for _, name in specs]
-    # Another batch of the same cluster: a client that forgets to filter downloads this too.
+    c, batch, group = args.cluster, args.batch, args.group
+    members = [f"shard-{i}" for i in range(args.shards)] + ["config"]
+    jobs = []
+    for member in members:
+        rs_name, path = member_archive(
+            archives, group=group, cluster=c, member=member, epoch=SNAPSHOT_EPOCH, size=args.size
+        )
+        jobs.append(Job(hex_id("job", batch, path.name), batch, path.name, path, rs_name))
+    # Another batch of the same cluster, from another snapshot (so another restore point): a
+    # client that forgets to filter downloads this too.
     other_batch = hex_id("batch", batch)
-    other_name = f"{c}-shard-0-{stamp(OTHER_EPOCH)}.tar.gz"
-    make_archive(archives / other_name, c, f"{c}-shard-0", OTHER_EPOCH, 64 << 10)
-    other = Job(
-        hex_id("job", other_batch, other_name), other_batch, other_name, archives / other_name
+    rs_name, path = member_archive(
+        archives, group=group, cluster=c, member="shard-0", epoch=OTHER_EPOCH, size=64 << 10
     )
+    other = Job(hex_id("job", other_batch, path.name), other_batch, path.name, path, rs_name)
     jobs.insert(min(2, len(jobs)), other)  # mid-list, so it lands on a later page unfiltered
     if args.expired_job:
-        name = f"{c}-shard-{args.shards}-{tag}.tar.gz"
-        expired = Job(hex_id("job", batch, name), batch, name, None, expired=True)
+        rs_name = f"{c}-shard-{args.shards}"
+        name = f"{rs_name}-{stamp(SNAPSHOT_EPOCH)}.tar.gz"
+        expired = Job(hex_id("job", batch, name), batch, name, None, rs_name, expired=True)
         expired.delivery_status = "EXPIRED"
         jobs.append(expired)
 
@@ -555,7 +639,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--state-dir", type=Path, required=True, help="where server.json goes")
     p.add_argument("--api-port", type=int, default=0)
     p.add_argument("--pull-port", type=int, default=0)
-    p.add_argument("--group", default="5f0c0ffee0000000000000aa")
+    p.add_argument("--group", default=DEFAULT_GROUP)
     p.add_argument("--cluster", default="Cluster0")
     p.add_argument("--batch", default="6a1b2c3d4e5f60718293a4b5")
     p.add_argument("--shards", type=int, default=3)
@@ -612,14 +696,19 @@ def main(argv: list[str] | None = None) -> int:
         "privateKey": args.private_key, "pid": os.getpid(), "readyAfter": args.ready_after,
         "jobs": [
             # readyAt (seconds after start) and pullUrl let tests probe a job before it is ready.
-            {"id": j.id, "fileName": j.file_name, "sha1": j.sha1, "size": j.size,
-             "readyAt": j.ready_at, "pullUrl": state.pull_url(j)}
+            {"id": j.id, "fileName": j.file_name, "replicaSet": j.replica_set, "sha1": j.sha1,
+             "size": j.size, "readyAt": j.ready_at, "pullUrl": state.pull_url(j)}
             for j in state.jobs
             if j.batch_id == args.batch and not j.expired
         ],
-        "expiredJobs": [{"id": j.id, "fileName": j.file_name} for j in state.jobs if j.expired],
+        "expiredJobs": [
+            {"id": j.id, "fileName": j.file_name, "replicaSet": j.replica_set}
+            for j in state.jobs
+            if j.expired
+        ],
         "otherBatchJobs": [
-            {"id": j.id, "batchId": j.batch_id, "fileName": j.file_name, "sha1": j.sha1}
+            {"id": j.id, "batchId": j.batch_id, "fileName": j.file_name,
+             "replicaSet": j.replica_set, "sha1": j.sha1}
             for j in state.jobs
             if j.batch_id != args.batch
         ],

@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tarfile
 import termios
 import time
 from collections.abc import Iterator
@@ -100,9 +101,15 @@ def test_fetch_then_verify_a_batch(fake_atlas: dict[str, Any], tmp_path: Path) -
     outcomes = sorted(j["outcome"] for j in manifest["jobs"])
     assert outcomes == ["skipped", "verified", "verified", "verified", "verified"]
     assert "authValue" not in (dest / "manifest.json").read_text()
+    _assert_restore_ready(fake_atlas, manifest, dest)
+    _assert_ends_with_readiness(fake_atlas, fetched.stdout)
 
     verified = _fetcher(fake_atlas, "verify", str(dest))
     assert verified.returncode == 3 and "4 of 5 archives intact" in verified.stdout
+    _assert_ends_with_readiness(fake_atlas, verified.stdout)
+    deep = _fetcher(fake_atlas, "verify", "--deep", str(dest))
+    assert deep.returncode == 3 and deep.stdout.count("archive check passed") == 4, deep.stdout
+    _assert_ends_with_readiness(fake_atlas, deep.stdout)
 
     target = dest / fake_atlas["jobs"][0]["fileName"]
     data = bytearray(target.read_bytes())
@@ -110,6 +117,42 @@ def test_fetch_then_verify_a_batch(fake_atlas: dict[str, Any], tmp_path: Path) -
     target.write_bytes(bytes(data))
     broken = _fetcher(fake_atlas, "verify", str(dest))
     assert broken.returncode == 4 and target.name in broken.stdout
+
+
+def _assert_restore_ready(server: dict[str, Any], manifest: dict[str, Any], dest: Path) -> None:
+    """Every archive fake_atlas served passed the archive check, with its restoreInfo.txt, and
+    the batch is one restore set whose config server is the config replica set."""
+    files = {f["name"]: f for job in manifest["jobs"] for f in job["files"]}
+    assert files.keys() == {job["fileName"] for job in server["jobs"]}
+    for job in server["jobs"]:
+        entry = files[job["fileName"]]
+        assert entry["archiveCheck"] == "passed"
+        assert entry["replicaSet"] == job["replicaSet"]
+        with tarfile.open(dest / job["fileName"]) as tar:
+            unpacked = sum(member.size for member in tar if member.isreg())
+        assert entry["contentBytes"] == unpacked > 0
+        assert entry["restoreInfo"]["MongoDB Version"]
+        assert entry["restoreInfo"]["Replica Set"] == job["replicaSet"]
+    restore_set = manifest["restoreSet"]
+    config = f"{server['cluster']}-config"
+    assert restore_set["configServer"] == config
+    assert sorted(restore_set["replicaSets"]) == sorted(job["replicaSet"] for job in server["jobs"])
+    assert restore_set["problems"] == []
+    assert restore_set["restorePoint"]
+
+
+def _assert_ends_with_readiness(server: dict[str, Any], out: str) -> None:
+    """The output ends with the readiness table (an archive a row) and the batch's verdict."""
+    lines = out.rstrip("\n").splitlines()
+    rows = len(server["jobs"])
+    header, table, verdict = lines[-rows - 2], lines[-rows - 1 : -1], lines[-1]
+    assert header.split() == ["ARCHIVE", "REPLICA", "SET", "MONGODB", "ENGINE", "UNPACKED"]
+    shown = {row.split()[0]: row.split()[1:4] for row in table}
+    assert shown == {
+        job["fileName"]: [job["replicaSet"], "7.0.12", "wiredTiger"] for job in server["jobs"]
+    }
+    # The expired job's archive is the one missing; nothing else keeps the batch from restoring.
+    assert verdict == "not ready to restore: 1 archive missing"
 
 
 def _fetch_on_a_tty(server: dict[str, Any], *args: str) -> tuple[str, int]:
