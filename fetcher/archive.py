@@ -14,6 +14,21 @@ import posixpath
 import re
 import zlib
 from dataclasses import dataclass
+from typing import Any, cast
+
+try:
+    # zlib-ng inflates and checks CRC32 in less than half the time of the zlib most systems
+    # ship (0.3 s against 0.7 s a GiB here): CPU a fetch needs for the network and SHA1.
+    from zlib_ng import zlib_ng as _inflate_lib
+except ImportError:  # pragma: no cover - a platform without its wheels: same API, slower
+    _inflate_lib = cast(Any, zlib)
+_ZLIB_ERRORS: tuple[type[Exception], ...] = (zlib.error, cast(type[Exception], _inflate_lib.error))
+
+
+def _gzip_inflater() -> Any:
+    """A decompressor that takes gzip framing only and checks each member's CRC32 and ISIZE."""
+    return _inflate_lib.decompressobj(16 + zlib.MAX_WBITS)
+
 
 INFO_NAME = "restoreInfo.txt"
 MAX_INFO = 64 * 1024  # restoreInfo.txt is a few hundred bytes; keep at most this much of it
@@ -59,7 +74,7 @@ class ArchiveCheck:
     """Inflate and walk a .tar.gz fed in order, in blocks of any size; never raises on bad data."""
 
     def __init__(self) -> None:
-        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing only
+        self._inflater = _gzip_inflater()
         self._in_member = False  # inside a gzip member (its header seen, its trailer not yet)
         self._members = 0  # gzip members begun
         self._padding = False  # after the last member, zero bytes were seen
@@ -117,7 +132,7 @@ class ArchiveCheck:
                     if not tail:
                         return  # everything fed is inflated; wait for more
                     out = self._inflater.decompress(tail, INFLATE_CHUNK)
-            except zlib.error as exc:
+            except _ZLIB_ERRORS as exc:
                 raise Damaged(_gzip_problem(exc, self._members)) from None
             # The member ended: its CRC32 and ISIZE matched. What follows is another member,
             # padding, or garbage.
@@ -139,7 +154,7 @@ class ArchiveCheck:
             if self._members == 0:
                 raise Damaged("not a gzip file")
             raise Damaged("data after the end of the gzip data (not another gzip member)")
-        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._inflater = _gzip_inflater()
         self._in_member = True
         self._members += 1
         return data
@@ -150,7 +165,7 @@ class ArchiveCheck:
         if self._in_member:
             try:
                 rest = self._inflater.flush()
-            except zlib.error as exc:
+            except _ZLIB_ERRORS as exc:
                 raise Damaged(_gzip_problem(exc, self._members)) from None
             if rest:
                 self._tar.feed(rest)
@@ -159,7 +174,7 @@ class ArchiveCheck:
         self._tar.end()
 
 
-def _gzip_problem(exc: zlib.error, member: int) -> str:
+def _gzip_problem(exc: Exception, member: int) -> str:
     text = str(exc)
     where = f" of gzip member {member}" if member > 1 else ""
     if "incorrect data check" in text:

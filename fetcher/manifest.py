@@ -154,7 +154,22 @@ class Manifest:
     @property
     def missing(self) -> int:
         """Jobs with no verified archive."""
-        return sum(1 for job in self.jobs if job.outcome != "verified")
+        return len(self.missing_jobs)
+
+    @property
+    def missing_jobs(self) -> tuple[JobRecord, ...]:
+        """The jobs whose archive is not (yet) here and verified."""
+        return tuple(job for job in self.jobs if job.outcome != "verified")
+
+    def restore_set_json(self) -> dict[str, Any] | None:
+        """restoreSet as the manifest records it: the set, its verdict, the jobs it lacks."""
+        restore_set = self.restore_set
+        if restore_set is None:
+            return None
+        doc = restore_set.to_json()
+        doc["verdict"] = restore_set.verdict(missing=self.missing)
+        doc["missingJobs"] = [job.id for job in self.missing_jobs]
+        return doc
 
     def to_json(self) -> dict[str, Any]:
         """Return the manifest document."""
@@ -166,7 +181,7 @@ class Manifest:
             "cluster": self.cluster,
             "batchId": self.batch_id,
             "complete": self.complete,
-            "restoreSet": restore_set.to_json() if (restore_set := self.restore_set) else None,
+            "restoreSet": self.restore_set_json(),
             "jobs": [j.to_json() for j in self.jobs],
         }
 

@@ -55,7 +55,7 @@ def make_archive(
     payload: int = 64 * 1024,
     *,
     level: int = 9,
-    info: str | None | object = _DEFAULT,
+    info: str | object | None = _DEFAULT,
     extra: tuple[tarfile.TarInfo, ...] = (),
 ) -> bytes:
     """A real restore tar.gz: REPLICA_SET/restoreInfo.txt and REPLICA_SET/data.bin of `payload`

@@ -145,7 +145,12 @@ def _assert_ends_with_readiness(server: dict[str, Any], out: str) -> None:
     """The output ends with the readiness table (an archive a row) and the batch's verdict."""
     lines = out.rstrip("\n").splitlines()
     rows = len(server["jobs"])
-    header, table, verdict = lines[-rows - 2], lines[-rows - 1 : -1], lines[-1]
+    header, table, verdict, missing = (
+        lines[-rows - 3],
+        lines[-rows - 2 : -2],
+        lines[-2],
+        lines[-1],
+    )
     assert header.split() == ["ARCHIVE", "REPLICA", "SET", "MONGODB", "ENGINE", "UNPACKED"]
     shown = {row.split()[0]: row.split()[1:4] for row in table}
     assert shown == {
@@ -153,6 +158,8 @@ def _assert_ends_with_readiness(server: dict[str, Any], out: str) -> None:
     }
     # The expired job's archive is the one missing; nothing else keeps the batch from restoring.
     assert verdict == "not ready to restore: 1 archive missing"
+    (expired,) = server["expiredJobs"]
+    assert missing.startswith(f"  - missing: job {expired['id']} ({expired['fileName']}): ")
 
 
 def _fetch_on_a_tty(server: dict[str, Any], *args: str) -> tuple[str, int]:

@@ -100,6 +100,8 @@ def test_a_good_batch_is_ready_to_restore(atlas: Atlas, creds: None, tmp_path: P
         "configServer": CONFIG,
         "restorePoint": JOB_TIME,
         "problems": [],
+        "verdict": f"ready to restore: 3 shards + config server, restore point {JOB_TIME}",
+        "missingJobs": [],
     }
     lines = result.stdout.rstrip().splitlines()
     assert lines[-1] == f"ready to restore: 3 shards + config server, restore point {JOB_TIME}"
@@ -270,9 +272,14 @@ def test_a_sharded_batch_without_its_config_server(
     result = run_cli(*_loud(fetch_args(atlas, tmp_path)))
 
     assert result.exit_code == EXIT_INCOMPLETE
-    assert result.stdout.rstrip().endswith("not ready to restore: 1 archive missing")
+    verdict, missing = result.stdout.rstrip().splitlines()[-2:]
+    assert verdict == "not ready to restore: 1 archive missing"
+    config = jobs[CONFIG]["id"]
+    assert missing == f"  - missing: job {config} ({CONFIG}.tar.gz): skipped: delivery EXPIRED"
     # The missing job may be the config server: no problem is claimed about what is not here.
-    assert _manifest(tmp_path)["restoreSet"]["problems"] == []
+    restore_set = _manifest(tmp_path)["restoreSet"]
+    assert restore_set["problems"] == []
+    assert restore_set["missingJobs"] == [config] and restore_set["verdict"] == verdict
 
 
 # -- verify --deep ------------------------------------------------------------------------------
