@@ -149,6 +149,12 @@ def api_options(func: Callable[P, R]) -> Callable[P, R]:
             help="Seconds a connection may deliver nothing before the attempt is cut and retried.",
         ),
         click.option(
+            "--verbose",
+            "-v",
+            is_flag=True,
+            help="Log every request and answer on stderr (no secrets: safe to share).",
+        ),
+        click.option(
             "--retries",
             type=click.IntRange(min=0, max=100),
             default=5,
@@ -173,7 +179,12 @@ def main() -> None:
 
 
 def _settings(
-    base_url: str, ca_cert: Path | None, timeout: float, retries: int, parallel: int = 4
+    base_url: str,
+    ca_cert: Path | None,
+    timeout: float,
+    retries: int,
+    verbose: bool,
+    parallel: int = 4,
 ) -> Settings:
     return Settings(
         base_url=normalise_base_url(base_url),
@@ -181,7 +192,16 @@ def _settings(
         retries=retries,
         parallel=parallel,
         ca_cert=ca_cert,
+        verbose=verbose,
     )
+
+
+def _log_line(line: str) -> None:
+    """One line of the --verbose log: every secret masked, above any progress bars."""
+    from tqdm import tqdm
+
+    with contextlib.suppress(OSError, ValueError):  # a closed stderr must not end the fetch
+        tqdm.write(f"fetcher: {_shown(line)}", file=sys.stderr)
 
 
 def _api(settings: Settings) -> tuple[Any, RestoreJobsClient]:
@@ -191,7 +211,7 @@ def _api(settings: Settings) -> tuple[Any, RestoreJobsClient]:
 
     credentials = load_credentials(os.environ, settings.base_url)
     REDACTOR.add(credentials.private_key)
-    http = api_client(settings, credentials)
+    http = api_client(settings, credentials, log=_log_line if settings.verbose else None)
     return http, RestoreJobsClient(
         http, settings.base_url, policy=RetryPolicy(retries=settings.retries)
     )
@@ -214,6 +234,7 @@ def list_command(
     base_url: str,
     ca_cert: Path | None,
     timeout: float,
+    verbose: bool,
     retries: int,
     batch_id: str | None,
     as_json: bool,
@@ -221,7 +242,7 @@ def list_command(
     """List restore jobs with their delivery status (no pull-URL tokens are shown)."""
     from fetcher.jobs import iso_utc, readiness
 
-    settings = _settings(base_url, ca_cert, timeout, retries)
+    settings = _settings(base_url, ca_cert, timeout, retries, verbose)
     http, api = _api(settings)
     with http:
         jobs = api.list_jobs(group, cluster, batch_id)
@@ -326,6 +347,7 @@ def fetch_command(
     base_url: str,
     ca_cert: Path | None,
     timeout: float,
+    verbose: bool,
     retries: int,
     batch_id: str | None,
     job_id: str | None,
@@ -344,7 +366,7 @@ def fetch_command(
 
     if bool(batch_id) == bool(job_id):
         raise click.UsageError("give exactly one of --batch BATCH-ID or --job JOB-ID")
-    settings = _settings(base_url, ca_cert, timeout, retries, parallel)
+    settings = _settings(base_url, ca_cert, timeout, retries, verbose, parallel)
     target = Target(group=group, cluster=cluster, batch_id=batch_id, job_id=job_id)
     dest = dest or Path.cwd() / str(batch_id or job_id)
     http, api = _api(settings)
@@ -355,7 +377,8 @@ def fetch_command(
     )
     created = not dest.exists()
     try:
-        with Destination(dest) as destination, http, pull_client(settings) as pull:
+        log = _log_line if verbose else None
+        with Destination(dest) as destination, http, pull_client(settings, log=log) as pull:
             destination.lock()
             fetcher = Fetcher(
                 api,
@@ -442,6 +465,10 @@ def _show_readiness(manifest: Manifest, where: Path, *, out: TextIO, quiet: bool
     else:
         lines.append(restore_set.verdict(missing=manifest.missing))
         lines += [f"  - {problem}" for problem in restore_set.problems]
+        for job in manifest.missing_jobs:
+            name = job.files[0].name if job.files else job.info.get("fileName")
+            label = f"job {job.id}" + (f" ({name})" if name else "")
+            lines.append(f"  - missing: {label}: {job.outcome}: {job.reason}")
     for line in lines:
         click.echo(_shown(line), file=out)
 
@@ -489,7 +516,7 @@ def verify_command(directory: Path, deep: bool, as_json: bool, quiet: bool) -> N
                 {"jobId": c.job_id, "name": c.name or None, "status": c.status, "detail": c.detail}
                 for c in checks
             ],
-            "restoreSet": restore_set.to_json() if restore_set else None,
+            "restoreSet": manifest.restore_set_json(),
         }
         click.echo(json.dumps(doc, indent=2))
     else:

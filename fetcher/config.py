@@ -38,6 +38,7 @@ class Settings:
     retries: int = 5
     parallel: int = 4
     ca_cert: Path | None = None
+    verbose: bool = False  # log every request and answer on stderr, secrets left out
 
 
 def normalise_base_url(url: str) -> str:

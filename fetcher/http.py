@@ -5,7 +5,11 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
 
 import certifi
 import httpcore
@@ -15,7 +19,22 @@ from fetcher import __version__
 from fetcher.api import OriginDigestAuth
 from fetcher.config import Credentials, Settings
 from fetcher.errors import ConfigError
-from fetcher.redact import origin
+from fetcher.redact import display_url, origin
+
+Log = Callable[[str], None]
+# What a support log shows of each request and answer: the headers that drive resuming,
+# retrying and redirects. Nothing else, so no other header can carry a secret into it.
+_REQUEST_HEADERS = ("range", "if-range", "accept", "accept-encoding")
+_RESPONSE_HEADERS = (
+    "content-length",
+    "content-range",
+    "content-encoding",
+    "transfer-encoding",
+    "accept-ranges",
+    "etag",
+    "last-modified",
+    "retry-after",
+)
 
 USER_AGENT = f"fetcher/{__version__}"
 # httpcore reads 64 KiB per socket read. httpx alone took 2.4 s to read 1 GiB from nginx on
@@ -58,20 +77,71 @@ def _timeout(settings: Settings) -> httpx.Timeout:
     return httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
 
 
-def api_client(settings: Settings, credentials: Credentials) -> httpx.Client:
+def request_log(api_origin: str, write: Log) -> dict[str, list[Callable[..., Any]]]:
+    """httpx event hooks that log every request and its answer, with no secret in them.
+
+    URLs of the API keep their path and query (ids, page numbers); any other URL (a pull link,
+    whose path holds a token and whose query may hold a signature) is shown as its origin and
+    file name. Authorization shows its scheme only. Lines go through `write`, which the CLI
+    scrubs of every secret it knows, as it does all it prints.
+    """
+    started: dict[int, float] = {}
+
+    def shown(url: str) -> str:
+        return url if origin(url) == api_origin else display_url(url)
+
+    def on_request(request: httpx.Request) -> None:
+        started[id(request)] = time.monotonic()
+        headers = _picked(request.headers, _REQUEST_HEADERS)
+        if "authorization" in request.headers:
+            scheme = request.headers["authorization"].split(" ", 1)[0]
+            headers.append(f"Authorization: {scheme} (hidden)")
+        write(f"> {request.method} {shown(str(request.url))}{_listed(headers)}")
+
+    def on_response(response: httpx.Response) -> None:
+        request = response.request
+        began = started.pop(id(request), None)
+        took = f" in {time.monotonic() - began:.3f} s" if began is not None else ""
+        headers = _picked(response.headers, _RESPONSE_HEADERS)
+        if "location" in response.headers:
+            headers.append(
+                f"Location: {shown(urljoin(str(request.url), response.headers['location']))}"
+            )
+        if "www-authenticate" in response.headers:
+            scheme = response.headers["www-authenticate"].split(" ", 1)[0]
+            headers.append(f"WWW-Authenticate: {scheme} (challenge)")
+        line = f"< {response.status_code} {response.reason_phrase} for {request.method}"
+        write(f"{line} {shown(str(request.url))}{took}{_listed(headers)}")
+
+    return {"request": [on_request], "response": [on_response]}
+
+
+def _picked(headers: httpx.Headers, names: tuple[str, ...]) -> list[str]:
+    return [f"{name.title()}: {headers[name]}" for name in names if name in headers]
+
+
+def _listed(headers: list[str]) -> str:
+    return f" [{'; '.join(headers)}]" if headers else ""
+
+
+def api_client(
+    settings: Settings, credentials: Credentials, *, log: Log | None = None
+) -> httpx.Client:
     """The API client: digest auth bound to the API origin, no redirects followed by httpx."""
+    api_origin = origin(settings.base_url)
     return httpx.Client(
         auth=OriginDigestAuth(
-            credentials.public_key, credentials.private_key, api_origin=origin(settings.base_url)
+            credentials.public_key, credentials.private_key, api_origin=api_origin
         ),
         timeout=_timeout(settings),
         verify=tls_context(settings),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
+        event_hooks=request_log(api_origin, log) if log else None,
     )
 
 
-def pull_client(settings: Settings) -> httpx.Client:
+def pull_client(settings: Settings, *, log: Log | None = None) -> httpx.Client:
     """The pull client: no credentials at all; a bearer, when needed, is set per request."""
     tune_httpcore()
     return httpx.Client(
@@ -82,4 +152,6 @@ def pull_client(settings: Settings) -> httpx.Client:
         max_redirects=5,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        # No origin is shown whole here: even on the API's host a pull link's path is a token.
+        event_hooks=request_log("", log) if log else None,
     )

@@ -24,6 +24,9 @@ ensure_venv() {
   if [ ! -e "$stamp" ]; then
     echo "installing fetcher${extra:+ with [$extra]} into $VENV ..." >&2
     local log="$VENV/install.log"
+    # A venv made before the package was renamed still has "fetcher" installed: one package
+    # of that import name only.
+    "$VENV/bin/python" -m pip uninstall --disable-pip-version-check -y -q fetcher >/dev/null 2>&1 || true
     if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
       "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$spec"; } >"$log" 2>&1; then
       tail -n 30 "$log" >&2
