@@ -200,3 +200,20 @@ def api_args(atlas: Atlas, command: str, *extra: str) -> list[str]:
 def fetch_args(atlas: Atlas, dest: Path, *extra: str) -> list[str]:
     """The usual `fetcher fetch` arguments for the test batch."""
     return api_args(atlas, "fetch", "--batch", BATCH, "--dest", str(dest), "--quiet", *extra)
+
+
+def loud(args: list[str]) -> list[str]:
+    """The same arguments without --quiet, to see the per-job lines."""
+    return [a for a in args if a != "--quiet"]
+
+
+def manifest_doc(dest: Path) -> dict[str, Any]:
+    """DIR/manifest.json as a document."""
+    doc: dict[str, Any] = json.loads((dest / "manifest.json").read_text())
+    return doc
+
+
+def job_entry(dest: Path, job: dict[str, Any]) -> dict[str, Any]:
+    """The manifest entry of a job."""
+    found: dict[str, Any] = next(j for j in manifest_doc(dest)["jobs"] if j["id"] == job["id"])
+    return found

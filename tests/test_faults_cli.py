@@ -25,7 +25,7 @@ from fetcher.redact import display_url
 from fetcher.retry import RetryPolicy
 from fetcher.storage import Destination
 from fetcher.transfer import Download, Source
-from tests.conftest import Atlas, fetch_args, run_cli
+from tests.conftest import Atlas, fetch_args, job_entry, loud, run_cli
 from tests.pullserver import Fault, Resource, Served
 from tests.support import JOBS_PATH, Sleeps, enospc_after, make_archive, sha1
 
@@ -70,27 +70,16 @@ def ranges(atlas: Atlas, job: dict[str, Any]) -> list[str | None]:
     return [s.headers.get("range") for s in log(atlas, job)]
 
 
-def entry(dest: Path, job: dict[str, Any]) -> dict[str, Any]:
-    manifest = json.loads((dest / "manifest.json").read_text())
-    found: dict[str, Any] = next(j for j in manifest["jobs"] if j["id"] == job["id"])
-    return found
-
-
 def assert_verified(dest: Path, atlas: Atlas, job: dict[str, Any], name: str = NAME) -> None:
     data = atlas.archives[name]
     assert sha1((dest / name).read_bytes()) == sha1(data)
     assert not (dest / partial_name(name)).exists()
     assert not (dest / state_name(name)).exists()
-    record = entry(dest, job)
+    record = job_entry(dest, job)
     assert record["outcome"] == "verified"
     (file,) = record["files"]
     assert (file["name"], file["size"], file["sha1"]) == (name, len(data), sha1(data))
     assert file["archiveCheck"] == "passed"
-
-
-def loud(args: list[str]) -> list[str]:
-    """The same arguments without --quiet, to see the per-job lines."""
-    return [a for a in args if a != "--quiet"]
 
 
 def leave_partial(atlas: Atlas, dest: Path, job: dict[str, Any], keep: int) -> None:
@@ -100,7 +89,7 @@ def leave_partial(atlas: Atlas, dest: Path, job: dict[str, Any], keep: int) -> N
     result = run_cli(*fetch_args(atlas, dest, "--retries", "0"))
     assert result.exit_code == 1
     assert (dest / partial_name(NAME)).stat().st_size == keep
-    assert entry(dest, job)["outcome"] == "failed"
+    assert job_entry(dest, job)["outcome"] == "failed"
     atlas.pull.log.clear()
 
 
@@ -119,7 +108,7 @@ def test_two_drops_resume_and_are_recorded(
     assert ranges(atlas, job) == [None, f"bytes={300 * KiB}-", f"bytes={700 * KiB}-"]
     assert [s.headers.get("if-range") for s in log(atlas, job)] == [None, *[resource.etag] * 2]
     assert atlas.pull.bytes_sent(job["_path"]) == len(atlas.archives[NAME])
-    record = entry(dest, job)
+    record = job_entry(dest, job)
     assert (record["attempts"], record["resumedBytes"]) == (3, 1000 * KiB)
     assert "(downloaded, 3 attempts, 1000.0 KiB resumed)" in result.stdout
     assert len(sleeps.calls) == 2
@@ -154,7 +143,7 @@ def test_unspliceable_reply_restarts_from_zero(
     assert ranges(atlas, job) == expected_ranges
     assert log(atlas, job)[-1].status == 200
     assert log(atlas, job)[-1].sent == len(atlas.archives[NAME])
-    assert entry(dest, job)["resumedBytes"] == 0
+    assert job_entry(dest, job)["resumedBytes"] == 0
 
 
 # -- 4. a partial file that is already whole ---------------------------------------------------
@@ -182,7 +171,7 @@ def test_whole_partial_file_is_verified_without_a_request(
     assert_verified(dest, atlas, job)
     assert log(atlas, job) == []
     size = len(atlas.archives[NAME])
-    assert (entry(dest, job)["attempts"], entry(dest, job)["resumedBytes"]) == (0, size)
+    assert (job_entry(dest, job)["attempts"], job_entry(dest, job)["resumedBytes"]) == (0, size)
 
 
 def test_corrupt_whole_partial_file_is_downloaded_again_once_from_zero(
@@ -201,7 +190,7 @@ def test_corrupt_whole_partial_file_is_downloaded_again_once_from_zero(
     assert "SHA1 mismatch after a resumed transfer; starting over" in result.stderr
     assert ranges(atlas, job) == [None]  # one request, from zero
     assert log(atlas, job)[0].sent == len(atlas.archives[NAME])
-    assert (entry(dest, job)["attempts"], entry(dest, job)["resumedBytes"]) == (1, 0)
+    assert (job_entry(dest, job)["attempts"], job_entry(dest, job)["resumedBytes"]) == (1, 0)
 
 
 # -- 5. the bytes do not match the published SHA1 ----------------------------------------------
@@ -221,7 +210,7 @@ def test_mismatch_after_a_resumed_transfer_is_retried_once_from_zero(
     assert result.exit_code == 0, result.stderr
     assert_verified(dest, atlas, job)
     assert ranges(atlas, job) == [f"bytes={300 * KiB}-", None]
-    assert entry(dest, job)["attempts"] == 2
+    assert job_entry(dest, job)["attempts"] == 2
 
 
 @pytest.mark.parametrize("resumed", [False, True], ids=["fresh", "resumed"])
@@ -235,7 +224,7 @@ def test_mismatch_of_a_full_transfer_fails_with_exit_4(
     result = run_cli(*fetch_args(atlas, dest))
 
     assert result.exit_code == 4
-    record = entry(dest, job)
+    record = job_entry(dest, job)
     assert (record["outcome"], record["failure"]) == ("failed", "integrity")
     assert "SHA1 mismatch" in record["reason"]
     assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".fetcher")) == [
@@ -265,7 +254,7 @@ def test_archive_replaced_between_attempts_is_downloaded_whole_again(
     assert ranges(atlas, job) == [None, f"bytes={300 * KiB}-"]
     assert [s.headers.get("if-range") for s in log(atlas, job)] == [None, old.etag]
     assert [s.status for s in log(atlas, job)] == [200, 200]
-    assert entry(dest, job)["resumedBytes"] == 0
+    assert job_entry(dest, job)["resumedBytes"] == 0
 
 
 # -- 6. a stalled stream -----------------------------------------------------------------------
@@ -285,7 +274,7 @@ def test_stall_longer_than_timeout_is_cut_and_resumed(
     assert_verified(dest, atlas, job)
     assert ranges(atlas, job) == [None, f"bytes={256 * KiB}-"]
     assert [s.sent for s in log(atlas, job)] == [256 * KiB, len(atlas.archives[NAME]) - 256 * KiB]
-    assert entry(dest, job)["attempts"] == 2
+    assert job_entry(dest, job)["attempts"] == 2
 
 
 # -- 7. busy servers and refusals --------------------------------------------------------------
@@ -342,7 +331,7 @@ def test_pull_host_refusal_is_not_retried(
     assert result.exit_code == 1
     assert [s.status for s in log(atlas, job)] == [status]
     assert sleeps.calls == []
-    record = entry(dest, job)
+    record = job_entry(dest, job)
     assert (record["outcome"], record["failure"]) == ("failed", "error")
     assert f"answered {status}" in record["reason"]
     assert not (dest / NAME).exists()
@@ -364,7 +353,7 @@ def test_retry_budget_ends_a_run_of_failures_and_keeps_the_partial_file(
     assert result.exit_code == 1
     assert [s.status for s in log(atlas, job)] == [503, 502, 503]
     assert ranges(atlas, job) == [f"bytes={300 * KiB}-"] * 3
-    record = entry(dest, job)
+    record = job_entry(dest, job)
     assert record["outcome"] == "failed"
     assert "giving up after 3 attempts" in record["reason"]
     assert (dest / partial_name(NAME)).stat().st_size == 300 * KiB
@@ -376,7 +365,7 @@ def test_retry_budget_ends_a_run_of_failures_and_keeps_the_partial_file(
     assert again.exit_code == 0, again.stderr
     assert_verified(dest, atlas, job)
     assert ranges(atlas, job) == [f"bytes={300 * KiB}-"]
-    assert entry(dest, job)["resumedBytes"] == 300 * KiB
+    assert job_entry(dest, job)["resumedBytes"] == 300 * KiB
 
 
 def test_failures_with_progress_between_them_are_not_limited(
@@ -390,7 +379,7 @@ def test_failures_with_progress_between_them_are_not_limited(
     assert_verified(dest, atlas, job)
     assert len(log(atlas, job)) == 6
     assert atlas.pull.bytes_sent(job["_path"]) == len(atlas.archives[NAME])
-    assert entry(dest, job)["attempts"] == 6
+    assert job_entry(dest, job)["attempts"] == 6
 
 
 # -- 9. and 10. real processes: kill -9, and two fetches into one directory --------------------
@@ -477,12 +466,12 @@ def test_kill_9_mid_transfer_then_rerun_resumes(
         assert log(atlas, job)[1].headers.get("if-range") == resource.etag
         assert sent < 1.1 * size
         assert sent == size
-        assert entry(dest, job)["resumedBytes"] == first
+        assert job_entry(dest, job)["resumedBytes"] == first
     else:
         # The state does not describe this archive: start over, splice nothing.
         assert ranges(atlas, job)[-1] is None
         assert log(atlas, job)[-1].sent == size
-        assert entry(dest, job)["resumedBytes"] == 0
+        assert job_entry(dest, job)["resumedBytes"] == 0
 
 
 @pytest.mark.slow  # a real process
@@ -613,7 +602,7 @@ def test_wait_downloads_each_archive_as_soon_as_it_is_ready(
     assert 2 <= polls_at_pull[early["_path"]] <= 5
     assert polls_at_pull[late["_path"]] >= 5
     assert [len(log(atlas, j)) for j in (early, late, never)] == [1, 1, 0]
-    record = entry(dest, never)
+    record = job_entry(dest, never)
     assert record["outcome"] == "skipped"
     assert "not ready after waiting 2 s" in record["reason"]
     assert atlas.polls > 5
@@ -628,7 +617,7 @@ def test_without_wait_an_unfinished_job_is_skipped(atlas: Atlas, creds: None, de
 
     assert result.exit_code == 3
     assert_verified(dest, atlas, ready)
-    record = entry(dest, unfinished)
+    record = job_entry(dest, unfinished)
     assert record["outcome"] == "skipped"
     assert "not ready" in record["reason"]
     assert log(atlas, unfinished) == []
@@ -652,7 +641,7 @@ def test_short_free_space_refuses_the_transfer(
     assert len(log(atlas, job)) == 1
     assert part_size(dest) == 0
     assert not (dest / NAME).exists()
-    assert entry(dest, job)["outcome"] == "failed"
+    assert job_entry(dest, job)["outcome"] == "failed"
 
 
 def test_disk_full_mid_transfer_keeps_the_partial_file_and_a_rerun_resumes(
@@ -671,7 +660,7 @@ def test_disk_full_mid_transfer_keeps_the_partial_file_and_a_rerun_resumes(
     assert "run fetch again to resume" in full.stdout
     assert part_size(dest) == limit
     assert not (dest / NAME).exists()
-    assert "no space left" in entry(dest, job)["reason"]
+    assert "no space left" in job_entry(dest, job)["reason"]
     atlas.pull.log.clear()
 
     again = run_cli(*fetch_args(atlas, dest))

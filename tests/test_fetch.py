@@ -17,26 +17,12 @@ from fetcher.cli import TerminalReporter
 from fetcher.fetch import WaitStatus
 from fetcher.names import partial_name, state_name
 from fetcher.storage import Destination
-from tests.conftest import Atlas, api_args, fetch_args, run_cli
+from tests.conftest import Atlas, api_args, fetch_args, job_entry, loud, manifest_doc, run_cli
 from tests.pullserver import Fault, Served
 from tests.support import BATCH, DigestGate, sha1
 from tests.test_faults_cli import PATIENCE, spawn_fetch, wait_until
 
 FIXTURE = Path(__file__).parent / "fixtures" / "get-all-restore-jobs.json"
-
-
-def _manifest(dest: Path) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((dest / "manifest.json").read_text())
-    return doc
-
-
-def _entry(dest: Path, job: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = next(j for j in _manifest(dest)["jobs"] if j["id"] == job["id"])
-    return found
-
-
-def _loud(args: list[str]) -> list[str]:
-    return [a for a in args if a != "--quiet"]
 
 
 def _late_hashes(atlas: Atlas, job: dict[str, Any], name: str) -> None:
@@ -80,11 +66,11 @@ def test_a_job_without_a_link_is_skipped_with_its_reason_never_failed(
     result = run_cli(*fetch_args(atlas, tmp_path, "--json"))
 
     assert result.exit_code == 3, result.stderr
-    entry = _entry(tmp_path, odd)
+    entry = job_entry(tmp_path, odd)
     assert (entry["outcome"], entry["reason"]) == ("skipped", reason)
     assert "failure" not in entry and "fileName" not in entry
     assert entry["status"] == status and entry["deliveryStatus"] == delivery
-    assert _entry(tmp_path, ready)["outcome"] == "verified"
+    assert job_entry(tmp_path, ready)["outcome"] == "verified"
     assert atlas.pull.requests_for(odd["_path"]) == []
 
 
@@ -134,16 +120,16 @@ def test_wait_from_the_start_of_a_restore_downloads_each_archive_when_ready(
 
     atlas.on_list = on_list
     result = run_cli(
-        *_loud(
+        *loud(
             fetch_args(atlas, tmp_path, "--wait", "--poll-interval", "0.01", "--wait-timeout", "20")
         )
     )
 
     assert result.exit_code == 0, result.stderr
-    doc = _manifest(tmp_path)
+    doc = manifest_doc(tmp_path)
     assert doc["complete"] is True
     for job, name in zip(jobs, names, strict=True):
-        entry = _entry(tmp_path, job)
+        entry = job_entry(tmp_path, job)
         assert entry["outcome"] == "verified"
         assert entry["files"][0]["sha1"] == sha1(atlas.archives[name])
         assert (tmp_path / name).read_bytes() == atlas.archives[name]
@@ -169,7 +155,7 @@ def test_wait_gives_up_on_a_job_that_breaks(atlas: Atlas, creds: None, tmp_path:
     )
 
     assert result.exit_code == 3, result.stderr
-    assert (_entry(tmp_path, job)["outcome"], _entry(tmp_path, job)["reason"]) == (
+    assert (job_entry(tmp_path, job)["outcome"], job_entry(tmp_path, job)["reason"]) == (
         "skipped",
         "job BROKEN",
     )
@@ -272,10 +258,10 @@ def test_the_documented_example_is_skipped_whole_without_a_download(
     # Were any of the links requested, the job would fail (no network here) and exit 1.
     result = run_cli("fetch", *documented["args"], "--dest", str(tmp_path), "--quiet")
     assert result.exit_code == 3, result.stdout + result.stderr
-    doc = _manifest(tmp_path)
+    doc = manifest_doc(tmp_path)
     assert doc["complete"] is False
     for job in documented["doc"]["results"]:
-        entry = _entry(tmp_path, job)
+        entry = job_entry(tmp_path, job)
         assert (entry["outcome"], entry["reason"]) == ("skipped", "delivery EXPIRED")
         assert entry["fileName"] == job["hashes"][0]["fileName"]
         assert entry["maxDownloads"] == 2147483647
@@ -291,7 +277,7 @@ def test_the_documented_example_is_skipped_whole_without_a_download(
 def test_the_manifest_records_max_downloads(atlas: Atlas, creds: None, tmp_path: Path) -> None:
     job = atlas.add("a.tar.gz", max_downloads=5)
     assert run_cli(*fetch_args(atlas, tmp_path)).exit_code == 0
-    assert _entry(tmp_path, job)["maxDownloads"] == 5
+    assert job_entry(tmp_path, job)["maxDownloads"] == 5
 
 
 @pytest.mark.parametrize("status", [403, 410])
@@ -305,7 +291,7 @@ def test_a_refusal_once_the_download_limit_is_spent_says_so(
     result = run_cli(*fetch_args(atlas, tmp_path))
 
     assert result.exit_code == 1
-    entry = _entry(tmp_path, job)
+    entry = job_entry(tmp_path, job)
     assert entry["outcome"] == "failed"
     assert f"answered {status}" in entry["reason"]
     assert "after 2 requests to a link that allows 2 downloads" in entry["reason"]
@@ -321,13 +307,13 @@ def test_the_request_count_survives_between_runs(atlas: Atlas, creds: None, tmp_
 
     first = run_cli(*fetch_args(atlas, tmp_path))
     assert first.exit_code == 1
-    reason = _entry(tmp_path, job)["reason"]
+    reason = job_entry(tmp_path, job)["reason"]
     assert "answered 410" in reason and "limit" not in reason  # 1 of 2: something else
     assert json.loads((tmp_path / state_name("a.tar.gz")).read_text())["requests"] == 1
 
     second = run_cli(*fetch_args(atlas, tmp_path))
     assert second.exit_code == 1
-    assert "after 2 requests to a link that allows 2" in _entry(tmp_path, job)["reason"]
+    assert "after 2 requests to a link that allows 2" in job_entry(tmp_path, job)["reason"]
 
 
 # -- ids are checked before any request --------------------------------------------------------
@@ -391,7 +377,7 @@ def test_a_batch_writes_manifest_json_once(
 
     assert writes == [12]  # once, whole, at the end: not once per archive
     assert not (tmp_path / mf.JOURNAL_NAME).exists()
-    assert len(_manifest(tmp_path)["jobs"]) == 12
+    assert len(manifest_doc(tmp_path)["jobs"]) == 12
 
 
 @pytest.mark.slow  # a real process, killed
@@ -434,14 +420,14 @@ def test_a_killed_run_still_records_every_archive_it_verified(
     assert not journal.exists()
     for job in done:
         assert atlas.pull.requests_for(job["_path"]) == []
-        assert _entry(dest, job)["outcome"] == "verified"
-    assert _entry(dest, stuck)["outcome"] == "verified"
+        assert job_entry(dest, job)["outcome"] == "verified"
+    assert job_entry(dest, stuck)["outcome"] == "verified"
 
 
 def test_a_torn_last_journal_line_is_ignored(atlas: Atlas, creds: None, tmp_path: Path) -> None:
     jobs = [atlas.add(name) for name in ("Cluster0-shard-0.tar.gz", "Cluster0-config.tar.gz")]
     assert run_cli(*fetch_args(atlas, tmp_path)).exit_code == 0
-    doc = _manifest(tmp_path)
+    doc = manifest_doc(tmp_path)
     (tmp_path / "manifest.json").unlink()
     head = {"journalVersion": 1, "groupId": doc["groupId"], "cluster": doc["cluster"]}
     head["batchId"] = doc["batchId"]

@@ -13,7 +13,7 @@ import pytest
 
 from fetcher.errors import EXIT_INCOMPLETE, EXIT_INTEGRITY, EXIT_OK
 from fetcher.names import partial_name
-from tests.conftest import Atlas, fetch_args, run_cli
+from tests.conftest import Atlas, fetch_args, job_entry, loud, manifest_doc, run_cli
 from tests.pullserver import Fault
 from tests.support import make_archive, restore_info, sha1
 
@@ -29,20 +29,6 @@ def _batch(atlas: Atlas, **special: bytes) -> dict[str, dict[str, Any]]:
     for rs in [*SHARDS, CONFIG]:
         jobs[rs] = atlas.add(f"{rs}.tar.gz", special.get(rs) or make_archive(rs, 32 * KiB))
     return jobs
-
-
-def _manifest(dest: Path) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((dest / "manifest.json").read_text())
-    return doc
-
-
-def _entry(dest: Path, job: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = next(j for j in _manifest(dest)["jobs"] if j["id"] == job["id"])
-    return found
-
-
-def _loud(args: list[str]) -> list[str]:
-    return [a for a in args if a != "--quiet"]
 
 
 def _gz(tar_bytes: bytes) -> bytes:
@@ -72,12 +58,12 @@ def _escaping_archive(rs: str) -> bytes:
 def test_a_good_batch_is_ready_to_restore(atlas: Atlas, creds: None, tmp_path: Path) -> None:
     jobs = _batch(atlas)
 
-    result = run_cli(*_loud(fetch_args(atlas, tmp_path)))
+    result = run_cli(*loud(fetch_args(atlas, tmp_path)))
 
     assert result.exit_code == EXIT_OK, result.stderr
-    doc = _manifest(tmp_path)
+    doc = manifest_doc(tmp_path)
     for rs, job in jobs.items():
-        (f,) = _entry(tmp_path, job)["files"]
+        (f,) = job_entry(tmp_path, job)["files"]
         assert f["archiveCheck"] == "passed"
         assert f["replicaSet"] == rs
         assert f["restoreInfo"]["Storage engine type"] == "wiredTiger"
@@ -141,7 +127,7 @@ def test_a_damaged_published_archive_fails_and_is_not_downloaded_again(
     first = run_cli(*fetch_args(atlas, tmp_path))
 
     assert first.exit_code == EXIT_INTEGRITY
-    entry = _entry(tmp_path, job)
+    entry = job_entry(tmp_path, job)
     assert (entry["outcome"], entry["failure"]) == ("failed", "integrity")
     assert "the published archive itself is damaged" in entry["reason"]
     assert problem in entry["reason"]
@@ -149,13 +135,13 @@ def test_a_damaged_published_archive_fails_and_is_not_downloaded_again(
     assert (tmp_path / partial_name(name)).read_bytes() == bad  # kept, as published
     assert len(atlas.pull.requests_for(job["_path"])) == 1
     # The others are fine, and the batch is judged on what is there.
-    assert _entry(tmp_path, jobs[SHARDS[0]])["outcome"] == "verified"
+    assert job_entry(tmp_path, jobs[SHARDS[0]])["outcome"] == "verified"
 
     again = run_cli(*fetch_args(atlas, tmp_path))
 
     assert again.exit_code == EXIT_INTEGRITY
     assert len(atlas.pull.requests_for(job["_path"])) == 1  # the kept bytes decided, no request
-    assert "the published archive itself is damaged" in _entry(tmp_path, job)["reason"]
+    assert "the published archive itself is damaged" in job_entry(tmp_path, job)["reason"]
 
 
 def test_a_damaged_archive_without_a_sha1_is_kept_and_said_so(
@@ -167,7 +153,7 @@ def test_a_damaged_archive_without_a_sha1_is_kept_and_said_so(
     result = run_cli(*fetch_args(atlas, tmp_path))
 
     assert result.exit_code == EXIT_INTEGRITY
-    entry = _entry(tmp_path, job)
+    entry = job_entry(tmp_path, job)
     assert (entry["outcome"], entry["failure"]) == ("failed", "integrity")
     assert "publishes no SHA1 to tell whether the transfer or the published" in entry["reason"]
     assert (tmp_path / partial_name(f"{SHARDS[0]}.tar.gz")).read_bytes() == bad
@@ -187,14 +173,14 @@ def test_an_archive_damaged_in_transit_and_resumed_is_fetched_again_from_zero(
     part.write_bytes(bytes(data))
     atlas.pull.log.clear()
 
-    result = run_cli(*_loud(fetch_args(atlas, tmp_path)))
+    result = run_cli(*loud(fetch_args(atlas, tmp_path)))
 
     assert "damaged archive after a resumed transfer; starting over" in result.stderr
     ranges = [s.headers.get("range") for s in atlas.pull.requests_for(job["_path"])]
     assert ranges == [f"bytes={100 * KiB}-", None]
     assert result.exit_code == EXIT_INCOMPLETE  # unverified: no SHA1 published
     assert part.read_bytes() == atlas.archives[name]
-    assert "archive check passed" in _entry(tmp_path, job)["reason"]
+    assert "archive check passed" in job_entry(tmp_path, job)["reason"]
 
 
 def test_the_check_follows_a_resumed_transfer_across_runs(
@@ -210,7 +196,7 @@ def test_the_check_follows_a_resumed_transfer_across_runs(
     result = run_cli(*fetch_args(atlas, tmp_path))
 
     assert result.exit_code == EXIT_OK, result.stderr
-    entry = _entry(tmp_path, jobs[SHARDS[0]])
+    entry = job_entry(tmp_path, jobs[SHARDS[0]])
     assert entry["resumedBytes"] == 300 * KiB
     (f,) = entry["files"]
     # restoreInfo.txt came in the first run's bytes: read again from disk before the rest.
@@ -249,11 +235,11 @@ def test_a_batch_that_is_not_one_restore_set_exits_3(
 ) -> None:
     _batch(atlas, **special)
 
-    result = run_cli(*_loud(fetch_args(atlas, tmp_path)))
+    result = run_cli(*loud(fetch_args(atlas, tmp_path)))
 
     assert result.exit_code == EXIT_INCOMPLETE, result.stderr
     assert "4 verified" in result.stdout  # every archive is fine as an archive
-    problems = _manifest(tmp_path)["restoreSet"]["problems"]
+    problems = manifest_doc(tmp_path)["restoreSet"]["problems"]
     assert any(problem in p for p in problems), problems
     assert f"not ready to restore: {len(problems)} problem" in result.stdout
     assert any(problem in line for line in result.stdout.splitlines()[-len(problems) :])
@@ -269,7 +255,7 @@ def test_a_sharded_batch_without_its_config_server(
     jobs = _batch(atlas)
     atlas.set_state(jobs[CONFIG], "FINISHED", "EXPIRED")
 
-    result = run_cli(*_loud(fetch_args(atlas, tmp_path)))
+    result = run_cli(*loud(fetch_args(atlas, tmp_path)))
 
     assert result.exit_code == EXIT_INCOMPLETE
     verdict, missing = result.stdout.rstrip().splitlines()[-2:]
@@ -277,7 +263,7 @@ def test_a_sharded_batch_without_its_config_server(
     config = jobs[CONFIG]["id"]
     assert missing == f"  - missing: job {config} ({CONFIG}.tar.gz): skipped: delivery EXPIRED"
     # The missing job may be the config server: no problem is claimed about what is not here.
-    restore_set = _manifest(tmp_path)["restoreSet"]
+    restore_set = manifest_doc(tmp_path)["restoreSet"]
     assert restore_set["problems"] == []
     assert restore_set["missingJobs"] == [config] and restore_set["verdict"] == verdict
 
@@ -286,7 +272,7 @@ def test_a_sharded_batch_without_its_config_server(
 
 
 def _as_an_older_fetcher_wrote_it(dest: Path) -> None:
-    doc = _manifest(dest)
+    doc = manifest_doc(dest)
     doc.pop("restoreSet")
     for job in doc["jobs"]:
         job["files"] = [{k: f[k] for k in ("name", "size", "sha1")} for f in job["files"]]
@@ -296,21 +282,21 @@ def _as_an_older_fetcher_wrote_it(dest: Path) -> None:
 def test_verify_deep_fills_in_an_older_manifest(atlas: Atlas, creds: None, tmp_path: Path) -> None:
     _batch(atlas)
     assert run_cli(*fetch_args(atlas, tmp_path)).exit_code == EXIT_OK
-    full = _manifest(tmp_path)
+    full = manifest_doc(tmp_path)
     _as_an_older_fetcher_wrote_it(tmp_path)
 
     plain = run_cli("verify", str(tmp_path))
 
     assert plain.exit_code == EXIT_OK  # SHA1-only, as before
     assert "restore set not judged: 4 archives were verified by an older fetcher" in plain.stdout
-    assert "archive check" not in _manifest(tmp_path)["jobs"][0]["files"][0]
+    assert "archive check" not in manifest_doc(tmp_path)["jobs"][0]["files"][0]
 
     deep = run_cli("verify", "--deep", str(tmp_path))
 
     assert deep.exit_code == EXIT_OK, deep.stdout
     assert deep.stdout.count("archive check passed") == 4
     assert deep.stdout.rstrip().endswith(f"restore point {JOB_TIME}")
-    filled = _manifest(tmp_path)
+    filled = manifest_doc(tmp_path)
     assert filled["restoreSet"] == full["restoreSet"]
     assert [j["files"] for j in filled["jobs"]] == [j["files"] for j in full["jobs"]]
 
@@ -322,7 +308,7 @@ def test_verify_deep_finds_an_archive_that_only_its_sha1_vouched_for(
     assert run_cli(*fetch_args(atlas, tmp_path)).exit_code == EXIT_OK
     _as_an_older_fetcher_wrote_it(tmp_path)
     # What an older fetcher would have accepted: a damaged archive whose SHA1 matched.
-    doc = _manifest(tmp_path)
+    doc = manifest_doc(tmp_path)
     f = doc["jobs"][0]["files"][0]
     bad = _garbage(SHARDS[0])
     (tmp_path / f["name"]).write_bytes(bad)
