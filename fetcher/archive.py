@@ -39,6 +39,9 @@ MAX_META = 1024 * 1024  # a pax or GNU long-name record larger than this is not 
 # whole transfer.
 INFLATE_CHUNK = 256 * 1024
 BLOCK = 512
+MAX_PATH = 4096  # PATH_MAX: a longer member name or link target is no file system's
+MAX_LINKS = 65536  # symbolic links kept to check the members below them
+_OCTAL = re.compile(rb"[0-7]+")
 _ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (b"0", b"\0", b"7", b"S")  # a file, an old-style file, a contiguous or sparse file
 _META = (b"x", b"g", b"L", b"K")  # pax (local, global) and GNU long name, long link
@@ -93,6 +96,8 @@ class ArchiveCheck:
                 self._feed(view[start : start + INFLATE_CHUNK])
         except Damaged as exc:
             self._problem = str(exc)
+        except (ValueError, OverflowError, MemoryError) as exc:  # bytes no walk foresaw
+            self._problem = f"an unreadable archive ({type(exc).__name__})"
 
     def finish(self) -> ArchiveReport:
         """Say whether the archive passed, with what it holds."""
@@ -205,6 +210,8 @@ class _TarWalk:
         self._long: dict[bytes, str] = {}  # GNU long name (L) and long link (K) for the next
         self._current = ""  # the member whose data is being passed over, for messages
         self._links: set[str] = set()  # symbolic links seen, as normalised paths
+        self._sparse_blocks = False  # old GNU sparse extension headers follow
+        self._pending_skip = 0  # the data of that member, to pass over after them
         self.members = 0
         self.content_bytes = 0
         self.info: bytearray | None = None
@@ -250,6 +257,13 @@ class _TarWalk:
             raise Damaged("the tar archive holds no files")
 
     def _take_header(self, block: bytes) -> None:
+        if self._sparse_blocks:
+            # An old GNU sparse member's extension header: 21 (offset, size) pairs and a flag
+            # saying whether another one follows. Its data comes after the last one.
+            self._sparse_blocks = block[504] != 0
+            if not self._sparse_blocks:
+                self._skip, self._pending_skip = self._pending_skip, 0
+            return
         if block == _ZERO_BLOCK:
             self._zero_blocks += 1
             self._ended = self._zero_blocks >= 2
@@ -276,32 +290,48 @@ class _TarWalk:
             self.members += 1
             self._current = name
             _check_path(name)
-            self._check_through_links(name)
+            self._check_through_links(name, name)
             if kind == b"2":
+                target = posixpath.join(posixpath.dirname(name), link)
+                _check_link(target, name, link)
+                self._check_through_links(target, name)
+                if len(self._links) >= MAX_LINKS:
+                    raise Damaged(f"more than {MAX_LINKS} symbolic links in the archive")
                 self._links.add(_normal(name))
-                _check_link(posixpath.join(posixpath.dirname(name), link), name, link)
             elif kind == b"1":
                 _check_link(link, name, link)
+                self._check_through_links(link, name)
             elif kind in _REGULAR:
-                self.content_bytes += size
+                real = _octal(block[483:495]) if kind == b"S" else None
+                self.content_bytes += real if real is not None else size
+                if kind == b"S" and block[482]:
+                    self._sparse_blocks = True  # its data comes after the extension headers
                 if self.info is None and _is_info(name):
                     self.info = bytearray()
                     self._keep, self._keep_left = self.info, min(size, MAX_INFO)
                     self._kept_as = b"info"
             if kind in (b"1", b"2", b"3", b"4", b"5", b"6"):
                 size = 0  # links, devices, directories and FIFOs carry no data in the archive
-        self._skip = -(-size // BLOCK) * BLOCK  # data, padded to whole blocks
-        if not self._skip and self._keep is not None:
+        skip = -(-size // BLOCK) * BLOCK  # data, padded to whole blocks
+        if self._sparse_blocks:
+            self._pending_skip = skip
+        else:
+            self._skip = skip
+        if not self._skip and not self._sparse_blocks and self._keep is not None:
             self._kept()
 
-    def _check_through_links(self, name: str) -> None:
-        """A member below a symbolic link would be written wherever the link points."""
+    def _check_through_links(self, path: str, member: str) -> None:
+        """A member (or a link's target) below a symbolic link goes wherever the link points."""
         if not self._links:
             return
-        parts = _normal(name).split("/")
-        for end in range(1, len(parts)):
-            if (prefix := "/".join(parts[:end])) in self._links:
-                raise Damaged(f"{_shown(name)} is below the symbolic link {_shown(prefix)}")
+        prefix = ""
+        for part in path.split("/")[:-1]:
+            if part in ("", "."):
+                continue
+            prefix = f"{prefix}/{part}" if prefix else part
+            if prefix in self._links:
+                what = "" if path == member else f" links to {_shown(path)}, which"
+                raise Damaged(f"{_shown(member)}{what} is below the symbolic link {_shown(prefix)}")
 
     def _kept(self) -> None:
         """A kept member's data is complete: use it."""
@@ -334,15 +364,21 @@ def _size(block: bytes, after: str) -> int:
         if field[0] != 0x80:
             raise Damaged(f"a negative tar member size after {_shown(after)}")
         return int.from_bytes(field[1:], "big")
-    try:
-        return int(field.replace(b"\0", b" ").strip() or b"0", 8)
-    except ValueError:
-        raise Damaged(f"an unreadable tar member size after {_shown(after)}") from None
+    digits = field.replace(b"\0", b" ").strip() or b"0"
+    if not _OCTAL.fullmatch(digits):  # int() would take a sign, spaces or underscores
+        raise Damaged(f"an unreadable tar member size after {_shown(after)}")
+    return int(digits, 8)
+
+
+def _octal(field: bytes) -> int | None:
+    """An octal number field, or None when it holds something else."""
+    digits = field.replace(b"\0", b" ").strip()
+    return int(digits, 8) if _OCTAL.fullmatch(digits) else None
 
 
 def _name(block: bytes) -> str:
     name = _text(block[0:100])
-    if block[257:262] == b"ustar":
+    if block[257:263] in (b"ustar\0", b"ustar0"):  # not GNU's "ustar  ": 345.. is its atime
         prefix = _text(block[345:500])
         if prefix:
             return f"{prefix}/{name}"
@@ -375,19 +411,25 @@ def _pax_records(data: bytes, after: str) -> dict[str, str]:
 
 
 def _pax_size(value: str, name: str) -> int:
-    if not value.isascii() or not value.isdigit():
+    if not value.isascii() or not value.isdigit() or len(value) > 19:
         raise Damaged(f"an unreadable pax size for {_shown(name)}")
     return int(value)
 
 
 def _check_path(name: str) -> None:
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_PATH:
+        raise Damaged(f"a member path longer than {MAX_PATH} bytes: {_shown(name)}")
     if name.startswith("/"):
         raise Damaged(f"a member has an absolute path: {_shown(name)}")
     if _climbs_out(name):
         raise Damaged(f"a member path climbs out of the archive with '..': {_shown(name)}")
+    if ".." in name.split("/"):  # GNU tar refuses these too: the restore would fail
+        raise Damaged(f"a member path goes through '..': {_shown(name)}")
 
 
 def _check_link(target: str, name: str, link: str) -> None:
+    if len(link.encode("utf-8", "surrogateescape")) > MAX_PATH:
+        raise Damaged(f"{_shown(name)} links to a path longer than {MAX_PATH} bytes")
     if link.startswith("/") or _climbs_out(target):
         raise Damaged(f"{_shown(name)} links to {_shown(link)}, outside the archive")
 

@@ -14,11 +14,14 @@ import hashlib
 import io
 import itertools
 import json
+import shutil
 import struct
+import subprocess
 import tarfile
 import tracemalloc
 import zlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -512,7 +515,6 @@ INSIDE = [
     pytest.param(
         lambda: with_entries(hardlink(f"{TOP}/h", INFO_NAME)), id="hardlink-to-restoreInfo"
     ),
-    pytest.param(lambda: with_entries(reg(f"{TOP}/a/../b", b"x")), id="dotdot-that-stays-in"),
     pytest.param(lambda: with_entries(reg(f"./{TOP}/extra", b"x")), id="dot-slash-prefix"),
     pytest.param(lambda: good_gz() + b"\0", id="one-zero-after-gzip"),
     pytest.param(lambda: good_gz() + bytes(10_000), id="zeros-after-gzip"),
@@ -953,3 +955,85 @@ def test_parse_restore_info_cases(text: str, expected: dict[str, str]) -> None:
 )
 def test_a_member_below_a_symbolic_link_is_caught(entries: list[Entry]) -> None:
     assert_fails(check_bytes(with_entries(*entries)), "below the symbolic link")
+
+
+def test_a_path_through_dotdot_is_refused_even_inside() -> None:
+    # GNU tar refuses to extract it ("Member name contains '..'"): the restore would fail.
+    assert_fails(check_bytes(with_entries(reg(f"{TOP}/a/../b", b"x"))), "goes through '..'")
+
+
+def _raw_member(name: bytes, size_field: bytes, magic: bytes = b"ustar\x0000") -> bytes:
+    """One tar header written by hand (valid checksum), then its data padded, then the end."""
+    header = bytearray(512)
+    header[0 : len(name)] = name
+    header[100:108] = b"0000644\0"
+    header[124:136] = size_field
+    header[156:157] = b"0"
+    header[257:265] = magic
+    header[148:156] = b" " * 8
+    header[148:156] = f"{sum(header):06o}\0 ".encode()
+    return bytes(header)
+
+
+def test_a_negative_size_is_damage_not_a_loop() -> None:
+    tar = _raw_member(b"Cluster0-shard-0/x", b"-0001000000\0") + bytes(1024)
+    assert_fails(check_bytes(gz(tar)), "unreadable tar member size")
+
+
+def test_a_pax_size_of_thousands_of_digits_is_damage_not_an_exception() -> None:
+    record = b"size=" + b"1" * 5000 + b"\n"
+    body = f"{len(record) + 5} ".encode() + record  # the length counts its own 5 characters
+    pax = _raw_member(b"PaxHeaders/x", f"{len(body):011o}\0".encode())
+    pax = pax[:156] + b"x" + pax[157:]
+    pax = pax[:148] + b" " * 8 + pax[156:]
+    pax = pax[:148] + f"{sum(pax):06o}\0 ".encode() + pax[156:]
+    member = _raw_member(b"Cluster0-shard-0/x", b"00000000000\0")
+    tar = pax + body + bytes(-len(body) % 512) + member + bytes(1024)
+    assert_fails(check_bytes(gz(tar)), "unreadable pax size")  # int() would raise on it
+
+
+def test_an_old_gnu_header_has_no_prefix_field() -> None:
+    # GNU's "ustar  " magic: bytes 345.. are its atime, not a prefix to put before the name.
+    header = _raw_member(b"../../etc/cron.d/evil", b"00000000000\0", magic=b"ustar  \0")
+    header = header[:345] + b"a/b/c" + header[350:]
+    header = header[:148] + b" " * 8 + header[156:]
+    header = header[:148] + f"{sum(header):06o}\0 ".encode() + header[156:]
+    assert_fails(check_bytes(gz(header + bytes(1024))), "climbs out")
+
+
+def test_a_link_through_another_link_is_caught() -> None:
+    entries = [symlink(f"{TOP}/x", "."), symlink(f"{TOP}/y", "x/../..")]
+    assert_fails(check_bytes(with_entries(*entries)), "below the symbolic link")
+
+
+def test_names_past_path_max_are_refused() -> None:
+    long = "/".join(["d"] * 3000)  # 5999 bytes
+    assert_fails(check_bytes(with_entries(reg(f"{TOP}/{long}", b"x"))), "longer than 4096")
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar")
+def test_an_old_gnu_sparse_member_passes_with_its_real_size(tmp_path: Path) -> None:
+    top = tmp_path / "rs"
+    top.mkdir()
+    (top / "restoreInfo.txt").write_text("Replica Set: rs\n")
+    with (top / "sparse.wt").open("wb") as f:  # more data regions than one header holds
+        for i in range(8):
+            f.seek(i * 1024 * 1024)
+            f.write(b"x" * 4096)
+        f.truncate(9 * 1024 * 1024)
+    out = tmp_path / "a.tar.gz"
+    done = subprocess.run(
+        ["tar", "--format=gnu", "-S", "-czf", str(out), "-C", str(tmp_path), "rs"],
+        capture_output=True,
+        check=False,
+    )
+    if (
+        done.returncode != 0
+        or b"GNU"
+        not in subprocess.run(["tar", "--version"], capture_output=True, check=False).stdout
+    ):
+        pytest.skip("no GNU tar with --format=gnu")
+    report = check_bytes(out.read_bytes())
+    assert report.passed, report.problem
+    assert report.content_bytes == 9 * 1024 * 1024 + len("Replica Set: rs\n")
+    assert report.replica_set == "rs"
