@@ -262,8 +262,11 @@ class Fetcher:
 
     def _claim_name(self, job: RestoreJob, *, required: bool) -> str | None:
         """Reserve the archive's file name; a job that `required` one and has none fails."""
+        # A job listed again without a link or hashes (expired, say) keeps the name its
+        # archive was verified under: the archive is still here, and still to be checked.
+        candidates = job.name_candidates() or [f.name for f in self._old_files.get(job.id, ())]
         try:
-            name = choose_name(job.name_candidates())
+            name = choose_name(candidates)
         except UnsafeNameError as exc:
             if required:
                 self._finish(self._record(job, "failed", str(exc), failure="error"))
@@ -402,7 +405,12 @@ class Fetcher:
         expected = job.sha1 or self._late_sha1(job)
         report = result.archive
         assert report is not None  # every download runs the archive check
-        bad = result.sha1 != expected if expected is not None else not report.passed
+        if expected is not None:
+            bad = result.sha1 != expected
+        else:
+            # Without a SHA1 only a splice made by this run is suspect: a damaged .part that
+            # an earlier run finished already had its one more try (or needed none).
+            bad = not report.passed and result.downloaded_bytes > 0
         if bad and result.resumed:
             # The bytes kept from before may have been stale: one more try, from zero.
             what = "SHA1 mismatch" if expected is not None else "damaged archive"

@@ -77,7 +77,7 @@ def _timeout(settings: Settings) -> httpx.Timeout:
     return httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
 
 
-def request_log(api_origin: str, write: Log) -> dict[str, list[Callable[..., Any]]]:
+def request_log(api_origin: str | None, write: Log) -> dict[str, list[Callable[..., Any]]]:
     """httpx event hooks that log every request and its answer, with no secret in them.
 
     URLs of the API keep their path and query (ids, page numbers); any other URL (a pull link,
@@ -88,7 +88,7 @@ def request_log(api_origin: str, write: Log) -> dict[str, list[Callable[..., Any
     started: dict[int, float] = {}
 
     def shown(url: str) -> str:
-        return url if origin(url) == api_origin else display_url(url)
+        return url if api_origin is not None and origin(url) == api_origin else display_url(url)
 
     def on_request(request: httpx.Request) -> None:
         started[id(request)] = time.monotonic()
@@ -153,5 +153,5 @@ def pull_client(settings: Settings, *, log: Log | None = None) -> httpx.Client:
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         # No origin is shown whole here: even on the API's host a pull link's path is a token.
-        event_hooks=request_log("", log) if log else None,
+        event_hooks=request_log(None, log) if log else None,
     )

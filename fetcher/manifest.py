@@ -274,8 +274,11 @@ def _journal_line(obj: dict[str, Any]) -> str:
 def load(dest: Destination) -> Manifest | None:
     """Read DIR/manifest.json and any journal beside it; None when there is neither.
 
-    ManifestError when either is unusable.
+    ManifestError when the manifest is unusable, or the journal is another batch's.
     """
+    # The journal first: a fetch that ends meanwhile writes manifest.json and then removes
+    # the journal, so what this reads is at worst both, never neither.
+    journal = _load_journal(dest)
     where = dest.path / MANIFEST_NAME
     try:
         doc = dest.read_json(MANIFEST_NAME)
@@ -287,7 +290,6 @@ def load(dest: Destination) -> Manifest | None:
         manifest = None if doc is None else parse(doc)
     except (KeyError, TypeError, ValueError, UnsafeNameError) as exc:
         raise ManifestError(f"{where} is not a fetcher manifest ({_short(exc)})") from None
-    journal = _load_journal(dest)
     if journal is None:
         return manifest
     if manifest is not None and _target(manifest) != _target(journal):
@@ -298,37 +300,43 @@ def load(dest: Destination) -> Manifest | None:
 
 
 def _load_journal(dest: Destination) -> Manifest | None:
-    """The jobs a run verified after it last wrote manifest.json (a run that was killed)."""
-    where = dest.path / JOURNAL_NAME
+    """The jobs a run verified after it last wrote manifest.json (a run that was killed).
+
+    A line that does not read (torn by a crash, cut short by a full disk) is one whose job
+    was never reported verified: it is left out, and the lines after it still count.
+    """
     try:
         data = dest.read_bytes(JOURNAL_NAME)
     except (ValueError, OSError) as exc:
-        raise ManifestError(f"cannot read {where}: {_short(exc)}") from None
-    if data is None:
-        return None
-    lines = data.split(b"\n")
-    if lines[-1]:
-        lines.pop()  # torn by a crash mid-write: that job was never reported verified
-    entries = []
+        raise ManifestError(f"cannot read {dest.path / JOURNAL_NAME}: {_short(exc)}") from None
+    lines = (data or b"").split(b"\n")
+    head = _json_line(lines[0])
+    if not isinstance(head, dict) or head.get("journalVersion") != JOURNAL_VERSION:
+        return None  # absent, or torn before its first line was whole: nothing was recorded
     try:
-        for line in filter(None, lines):
-            entries.append(json.loads(line))
-        if not entries:
-            return None
-        head = entries[0]
-        if not isinstance(head, dict) or head.get("journalVersion") != JOURNAL_VERSION:
-            raise ValueError(f"journalVersion is not {JOURNAL_VERSION}")
-        return parse(
-            {
-                "manifestVersion": MANIFEST_VERSION,
-                "groupId": head["groupId"],
-                "cluster": head["cluster"],
-                "batchId": head.get("batchId"),
-                "jobs": list({e["id"]: e for e in entries[1:]}.values()),
-            }
-        )
-    except (KeyError, TypeError, ValueError, RecursionError, UnsafeNameError) as exc:
-        raise ManifestError(f"{where} is not a fetcher journal ({_short(exc)})") from None
+        target = {k: head[k] for k in ("groupId", "cluster")} | {"batchId": head.get("batchId")}
+        journal = parse({"manifestVersion": MANIFEST_VERSION, **target, "jobs": []})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ManifestError(
+            f"{dest.path / JOURNAL_NAME} is not a fetcher journal ({exc})"
+        ) from None
+    jobs: dict[str, JobRecord] = {}
+    for line in lines[1:]:
+        try:
+            (job,) = parse(
+                {"manifestVersion": MANIFEST_VERSION, **target, "jobs": [_json_line(line)]}
+            ).jobs
+        except (KeyError, TypeError, ValueError, UnsafeNameError):
+            continue
+        jobs[job.id] = job
+    return replace(journal, jobs=tuple(jobs.values()))
+
+
+def _json_line(line: bytes) -> Any:
+    try:
+        return json.loads(line) if line.strip() else None
+    except (ValueError, RecursionError):
+        return None
 
 
 def _target(manifest: Manifest) -> tuple[str, str, str | None]:

@@ -57,11 +57,6 @@ class BodyWriter:
         self._current: int | None = None  # the buffer being filled, and how full it is
         self._filled = 0
 
-    @property
-    def error(self) -> BaseException | None:
-        """The write (or hash) failure that ended the body, if any."""
-        return self._ring.error
-
     def space(self) -> memoryview:
         """The free part of the buffer being filled (waiting for one when all are busy)."""
         if self._current is None:

@@ -160,7 +160,7 @@ class Download:
         # The archive check follows the SHA1 over every byte of the partial file, in order;
         # it starts again whenever the file does.
         self._new_check = check
-        self._check = check() if check is not None else None
+        self._check: ArchiveCheck | None = None  # made when the partial file is opened
         self._expected_sha1 = expected_sha1
         self._policy, self._space = policy, space
         self._stop = stop
@@ -209,6 +209,7 @@ class Download:
             if size and state is not None and self._matches(state, size):
                 # SHA1 state cannot be saved between runs: hash what is already on disk.
                 self._state = state
+                self._check = self._new_check() if self._new_check is not None else None
                 # Leaves fd at the end; the archive check goes over the same bytes meanwhile.
                 self._offset, self._digest = hash_fd(fd, limit=size, sink=self._check)
                 self._progress(self._offset, state.size)
@@ -334,6 +335,8 @@ class Download:
             self._space.reserve(self._name, remaining, where=str(self._dest.path))
         with self._client.stream("GET", self._source.url, headers=self._headers()) as response:
             self._requests += 1
+            if _limited(self._source.max_downloads):
+                self._save_state()  # every request may count: a kill must not lose one
             if response.status_code == 416 and self._complete_per_416(fd, response):
                 return
             total = self._accept(fd, response)
@@ -447,6 +450,11 @@ class Download:
                 " free some space and run fetch again to resume)"
             )
         return io_error(exc, where)
+
+
+def _limited(max_downloads: int | None) -> bool:
+    """A link whose downloads are counted (2147483647, MongoDB's 'unlimited', is not)."""
+    return max_downloads is not None and max_downloads < 2**31 - 1
 
 
 def _if_range(state: _State) -> str | None:

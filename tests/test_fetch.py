@@ -424,18 +424,49 @@ def test_a_killed_run_still_records_every_archive_it_verified(
     assert job_entry(dest, stuck)["outcome"] == "verified"
 
 
-def test_a_torn_last_journal_line_is_ignored(atlas: Atlas, creds: None, tmp_path: Path) -> None:
-    jobs = [atlas.add(name) for name in ("Cluster0-shard-0.tar.gz", "Cluster0-config.tar.gz")]
+@pytest.mark.parametrize("torn", ["last", "middle"])
+def test_a_journal_line_that_does_not_read_is_left_out(
+    atlas: Atlas, creds: None, tmp_path: Path, torn: str
+) -> None:
+    names = ("Cluster0-shard-0.tar.gz", "Cluster0-shard-1.tar.gz", "Cluster0-config.tar.gz")
+    for name in names:
+        atlas.add(name)
     assert run_cli(*fetch_args(atlas, tmp_path)).exit_code == 0
     doc = manifest_doc(tmp_path)
     (tmp_path / "manifest.json").unlink()
     head = {"journalVersion": 1, "groupId": doc["groupId"], "cluster": doc["cluster"]}
     head["batchId"] = doc["batchId"]
-    lines = [json.dumps(head), json.dumps(doc["jobs"][0]), json.dumps(doc["jobs"][1])[:40]]
-    (tmp_path / mf.JOURNAL_NAME).write_text("\n".join(lines))
+    whole = [json.dumps(job) for job in doc["jobs"]]
+    # A crash tears the last line; a full disk can cut one short that later lines follow.
+    bad = 2 if torn == "last" else 1
+    whole[bad] = whole[bad][:40]
+    (tmp_path / mf.JOURNAL_NAME).write_text("\n".join([json.dumps(head), *whole]))
 
     result = run_cli("verify", str(tmp_path))
 
-    assert result.exit_code == 0, result.stdout
-    assert "1 of 1 archives intact" in result.stdout
-    assert doc["jobs"][0]["id"] in {j["id"] for j in jobs}
+    assert "2 of 2 archives intact" in result.stdout, result.stdout
+    kept = {j["id"] for j in manifest_doc_or_journal(tmp_path)}
+    assert kept == {j["id"] for i, j in enumerate(doc["jobs"]) if i != bad}
+
+
+def manifest_doc_or_journal(dest: Path) -> list[dict[str, Any]]:
+    """The jobs `load` sees: here, those of the journal."""
+    with Destination(dest, create=False) as d:
+        loaded = mf.load(d)
+    assert loaded is not None
+    return [j.to_json() for j in loaded.jobs]
+
+
+def test_a_verified_archive_stays_on_record_when_its_job_loses_its_link(
+    atlas: Atlas, creds: None, tmp_path: Path
+) -> None:
+    job = atlas.add("Cluster0-shard-0.tar.gz")
+    assert run_cli(*fetch_args(atlas, tmp_path)).exit_code == 0
+    atlas.set_state(job, "FINISHED", "EXPIRED", link=False)  # listed again: no url, no hashes
+
+    again = run_cli(*fetch_args(atlas, tmp_path))
+
+    assert again.exit_code == 0, again.stderr
+    record = job_entry(tmp_path, job)
+    assert (record["outcome"], record["reason"]) == ("verified", "already verified on disk")
+    assert record["files"][0]["name"] == "Cluster0-shard-0.tar.gz"

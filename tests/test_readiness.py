@@ -321,3 +321,16 @@ def test_verify_deep_finds_an_archive_that_only_its_sha1_vouched_for(
     assert deep.exit_code == EXIT_INTEGRITY
     (line,) = [ln for ln in deep.stdout.splitlines() if ln.startswith("damaged")]
     assert f["name"] in line and "after the end of the gzip data" in line
+
+
+def test_a_kept_damaged_archive_without_a_sha1_is_not_downloaded_on_every_run(
+    atlas: Atlas, creds: None, tmp_path: Path
+) -> None:
+    job = atlas.add(f"{SHARDS[0]}.tar.gz", _truncated(SHARDS[0]), with_hashes=False)
+    assert run_cli(*fetch_args(atlas, tmp_path)).exit_code == EXIT_INTEGRITY
+
+    again = run_cli(*fetch_args(atlas, tmp_path))
+
+    assert again.exit_code == EXIT_INTEGRITY
+    assert len(atlas.pull.requests_for(job["_path"])) == 1  # the kept bytes decide again
+    assert (tmp_path / partial_name(f"{SHARDS[0]}.tar.gz")).exists()
