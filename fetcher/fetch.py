@@ -24,6 +24,7 @@ from fetcher.redact import Redactor, display_url
 from fetcher.retry import RetryPolicy
 from fetcher.storage import Destination, SpaceGuard
 from fetcher.transfer import Download, PartResult, Progress, Source, commit, discard
+from fetcher.verify import examine
 
 OnDisk = Literal["verified", "changed", "absent"]
 
@@ -301,17 +302,17 @@ class Fetcher:
             done += n
             update(done, None)
 
-        check = ArchiveCheck()
-        hashed = self._dest.hash_file(name, progress=advance, sink=check)
-        if hashed is None:
+        seen = examine(self._dest, name, progress=advance)
+        if seen is None:
             return "absent"
-        if hashed[1].hexdigest() != expected:
+        if seen.sha1 != expected:
             return "changed"
-        report = check.finish()
+        report = seen.report
+        assert report is not None
         if not report.passed:  # verified by an older fetcher, which had no archive check
-            record = self._damaged(job, name, hashed[0], expected, report, where=name)
+            record = self._damaged(job, name, seen.size, expected, report, where=name)
         else:
-            files = (FileRecord.checked(name, hashed[0], expected, report),)
+            files = (FileRecord.checked(name, seen.size, expected, report),)
             record = self._record(job, "verified", "already verified on disk", files=files)
         self._finish(record)
         return "verified"
@@ -335,16 +336,16 @@ class Fetcher:
         part = partial_name(name)
         if job.sha1 is None or not self._dest.exists(part):
             return False
-        check = ArchiveCheck()
-        hashed = self._dest.hash_file(part, sink=check)
-        if hashed is None or hashed[1].hexdigest() != job.sha1:
+        seen = examine(self._dest, part)
+        if seen is None or seen.sha1 != job.sha1:
             return False  # incomplete or stale: it stays for a resume while the link allows
-        report = check.finish()
+        report = seen.report
+        assert report is not None
         if not report.passed:
-            self._finish(self._damaged(job, name, hashed[0], job.sha1, report, where=part))
+            self._finish(self._damaged(job, name, seen.size, job.sha1, report, where=part))
             return True
         commit(self._dest, name)
-        files = (FileRecord.checked(name, hashed[0], job.sha1, report),)
+        files = (FileRecord.checked(name, seen.size, job.sha1, report),)
         self._finish(self._record(job, "verified", "verified the bytes kept earlier", files=files))
         return True
 

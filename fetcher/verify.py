@@ -25,6 +25,30 @@ class Check:
     report: ArchiveReport | None = None  # what the archive check found (verify --deep)
 
 
+@dataclass(frozen=True)
+class Examined:
+    """A file hashed (and checked as an archive) in one read."""
+
+    size: int
+    sha1: str
+    report: ArchiveReport | None  # None when it was not checked as an archive
+
+
+def examine(
+    dest: Destination,
+    name: str,
+    *,
+    deep: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> Examined | None:
+    """Hash a file of DIR and, `deep`, check it as a tar.gz in the same pass; None if absent."""
+    check = ArchiveCheck() if deep else None
+    hashed = dest.hash_file(name, progress=progress, sink=check)
+    if hashed is None:
+        return None
+    return Examined(hashed[0], hashed[1].hexdigest(), check.finish() if check else None)
+
+
 def verify(
     dest: Destination,
     manifest: Manifest,
@@ -56,22 +80,21 @@ def _check_file(
     progress: Callable[[str, int], None] | None,
 ) -> Check:
     report = (lambda n: progress(record.name, n)) if progress else None
-    archive = ArchiveCheck() if deep else None
     try:
-        hashed = dest.hash_file(record.name, progress=report, sink=archive)
+        seen = examine(dest, record.name, deep=deep, progress=report)
     except OSError as exc:  # one unreadable archive must not hide the others' state
         return Check(job_id, record.name, "unreadable", exc.strerror or type(exc).__name__)
-    if hashed is None:
+    if seen is None:
         return Check(job_id, record.name, "missing", "not in the directory")
-    size, digest = hashed
-    if size != record.size:
-        return Check(job_id, record.name, "changed", f"size {size}, manifest says {record.size}")
-    if digest.hexdigest() != record.sha1:
-        detail = f"sha1 {digest.hexdigest()}, manifest says {record.sha1}"
+    if seen.size != record.size:
+        detail = f"size {seen.size}, manifest says {record.size}"
         return Check(job_id, record.name, "changed", detail)
-    if archive is None:
+    if seen.sha1 != record.sha1:
+        detail = f"sha1 {seen.sha1}, manifest says {record.sha1}"
+        return Check(job_id, record.name, "changed", detail)
+    found = seen.report
+    if found is None:
         return Check(job_id, record.name, "ok", f"sha1 {record.sha1}")
-    found = archive.finish()
     if not found.passed:
         return Check(job_id, record.name, "damaged", f"{found.problem}", found)
     return Check(job_id, record.name, "ok", f"sha1 {record.sha1}, archive check passed", found)
