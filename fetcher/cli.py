@@ -25,7 +25,7 @@ from fetcher.manifest import JobRecord, Manifest
 from fetcher.names import MANIFEST_NAME, choose_name
 from fetcher.redact import Redactor, origin, printable
 from fetcher.storage import Destination
-from fetcher.verify import verify, verify_exit_code, with_reports
+from fetcher.verify import Check, verify, verify_exit_code, with_reports
 
 # httpx and tqdm (and the modules built on them) are imported by the commands that use them:
 # `fetcher verify` needs neither, and start-up time counts in every run.
@@ -321,6 +321,13 @@ def list_command(
     show_default=True,
     help="Archives downloaded at once.",
 )
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="PATTERN",
+    help="Only the jobs whose archive name matches this shell pattern (repeatable).",
+)
 @click.option("--wait", is_flag=True, help="Poll until every job is ready (or can never be).")
 @click.option(
     "--poll-interval",
@@ -353,6 +360,7 @@ def fetch_command(
     job_id: str | None,
     dest: Path | None,
     parallel: int,
+    only: tuple[str, ...],
     wait: bool,
     poll_interval: float,
     wait_timeout: float,
@@ -367,7 +375,7 @@ def fetch_command(
     if bool(batch_id) == bool(job_id):
         raise click.UsageError("give exactly one of --batch BATCH-ID or --job JOB-ID")
     settings = _settings(base_url, ca_cert, timeout, retries, verbose, parallel)
-    target = Target(group=group, cluster=cluster, batch_id=batch_id, job_id=job_id)
+    target = Target(group=group, cluster=cluster, batch_id=batch_id, job_id=job_id, only=only)
     dest = dest or Path.cwd() / str(batch_id or job_id)
     http, api = _api(settings)
     reporter = TerminalReporter(
@@ -463,12 +471,14 @@ def _show_readiness(manifest: Manifest, where: Path, *, out: TextIO, quiet: bool
             f" fetcher, without the archive check; run: fetcher verify --deep {where}"
         )
     else:
-        lines.append(restore_set.verdict(missing=manifest.missing))
+        lines.append(manifest.verdict(restore_set))
         lines += [f"  - {problem}" for problem in restore_set.problems]
         for job in manifest.missing_jobs:
             name = job.files[0].name if job.files else job.info.get("fileName")
             label = f"job {job.id}" + (f" ({name})" if name else "")
             lines.append(f"  - missing: {label}: {job.outcome}: {job.reason}")
+        for job_id in manifest.absent_ids:
+            lines.append(f"  - missing: job {job_id}: in no manifest (fetched by no host)")
     for line in lines:
         click.echo(_shown(line), file=out)
 
@@ -483,7 +493,9 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 @main.command("verify")
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument(
+    "directories", metavar="DIR...", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
 @click.option(
     "--deep",
     is_flag=True,
@@ -492,8 +504,54 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems.")
 @handle_errors
-def verify_command(directory: Path, deep: bool, as_json: bool, quiet: bool) -> None:
-    """Re-hash every archive named in DIR/manifest.json, offline (--deep: check them too)."""
+def verify_command(directories: tuple[Path, ...], deep: bool, as_json: bool, quiet: bool) -> None:
+    """Re-hash every archive named in DIR/manifest.json, offline (--deep: check them too).
+
+    Several DIRs holding parts of one batch (one per host) are verified together: each
+    archive where it is, then the batch as a whole.
+    """
+    parts = [(directory, *_verify_one(directory, deep=deep)) for directory in directories]
+    batches = {(m.group_id, m.cluster, m.batch_id) for _, m, _ in parts}
+    if len(batches) > 1:
+        listed = "; ".join(f"{d}: batch {m.batch_id} of {m.cluster}" for d, m, _ in parts)
+        raise ManifestError(f"the DIRs hold manifests of different batches ({listed})")
+    manifest = mf.combine([m for _, m, _ in parts]) if len(parts) > 1 else parts[0][1]
+    checks = [c for _, _, found in parts for c in found]
+    verified = {c.job_id for c in checks if c.status == "ok"}
+    # A job verified in one DIR is the batch's, whatever another DIR says of it.
+    checks = [c for c in checks if c.status != "not verified" or c.job_id not in verified]
+    nowhere = [i for i in manifest.absent_ids if i not in verified]
+    restore_set = manifest.restore_set
+    problems = len(restore_set.problems) if restore_set else 0
+    code = verify_exit_code(checks, problems=problems + len(nowhere))
+    if as_json:
+        doc = {
+            "directories": [str(d) for d in directories],
+            "batchId": manifest.batch_id,
+            "exitCode": code,
+            "archives": [
+                {"jobId": c.job_id, "name": c.name or None, "status": c.status, "detail": c.detail}
+                for c in checks
+            ],
+            "notInAnyDirectory": nowhere,
+            "restoreSet": manifest.restore_set_json(),
+        }
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for directory, _, found in parts:
+            where = f"{directory}: " if len(parts) > 1 else ""
+            for c in found:
+                if (c.status != "ok" or not quiet) and c in checks:
+                    label = c.name or f"job {c.job_id}"
+                    click.echo(_shown(f"{c.status:<13} {where}{label}: {c.detail}"))
+        ok = sum(1 for c in checks if c.status == "ok")
+        click.echo(f"{ok} of {len(checks)} archives intact (exit {code})")
+        _show_readiness(manifest, directories[0], out=sys.stdout, quiet=quiet)
+    sys.exit(code)
+
+
+def _verify_one(directory: Path, *, deep: bool) -> tuple[Manifest, list[Check]]:
+    """Verify one DIR against its manifest; with `deep`, fill the manifest in."""
     with Destination(directory, create=False) as dest:
         if deep:
             dest.lock()  # it writes the manifest: not beside a fetch that does too
@@ -505,29 +563,7 @@ def verify_command(directory: Path, deep: bool, as_json: bool, quiet: bool) -> N
             manifest = with_reports(manifest, checks)
             manifest = mf.write(dest, manifest)
             mf.Journal(dest, manifest).close()  # folded into the manifest just written
-    restore_set = manifest.restore_set
-    code = verify_exit_code(checks, problems=len(restore_set.problems) if restore_set else 0)
-    if as_json:
-        doc = {
-            "directory": str(directory),
-            "batchId": manifest.batch_id,
-            "exitCode": code,
-            "archives": [
-                {"jobId": c.job_id, "name": c.name or None, "status": c.status, "detail": c.detail}
-                for c in checks
-            ],
-            "restoreSet": manifest.restore_set_json(),
-        }
-        click.echo(json.dumps(doc, indent=2))
-    else:
-        for c in checks:
-            if c.status != "ok" or not quiet:
-                label = c.name or f"job {c.job_id}"
-                click.echo(_shown(f"{c.status:<13} {label}: {c.detail}"))
-        ok = sum(1 for c in checks if c.status == "ok")
-        click.echo(f"{ok} of {len(checks)} archives intact (exit {code})")
-        _show_readiness(manifest, directory, out=sys.stdout, quiet=quiet)
-    sys.exit(code)
+    return manifest, checks
 
 
 class TerminalReporter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import threading
 import time
 from collections import Counter
@@ -37,6 +38,11 @@ class Target:
     cluster: str
     batch_id: str | None = None
     job_id: str | None = None
+    only: tuple[str, ...] = ()  # shell patterns on archive names; empty: every job
+
+    def selects(self, name: str) -> bool:
+        """Whether an archive of this name is this host's to fetch (fetch --only)."""
+        return not self.only or any(fnmatch.fnmatchcase(name, p) for p in self.only)
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,8 @@ class Fetcher:
         self._records: dict[str, JobRecord] = {}
         self._names: dict[str, str] = {}  # file name -> job id, to refuse collisions
         self._name_of: dict[str, str] = {}  # job id -> the file name it holds
+        self._dropped: set[str] = set()  # jobs --only does not select: neither fetched nor kept
+        self._batch_ids: set[str] = set()  # every job any listing held
         self._old: Manifest | None = None
         self._old_files: dict[str, tuple[FileRecord, ...]] = {}  # job id -> files verified
         self._journal = mf.Journal(
@@ -161,6 +169,9 @@ class Fetcher:
             raise
         finally:
             pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
+        if not self._records and self._dropped:
+            patterns = " ".join(self._target.only)
+            raise NotFoundError(f"no job of {self._describe_target()} matches --only {patterns}")
         if not self._records:
             raise NotFoundError(f"no restore jobs found for {self._describe_target()}")
         manifest = self._write_manifest()
@@ -196,8 +207,11 @@ class Fetcher:
     def _list(self) -> list[RestoreJob]:
         t = self._target
         if t.job_id:
-            return [self._api.get_job(t.group, t.cluster, t.job_id)]
-        return self._api.list_jobs(t.group, t.cluster, t.batch_id)
+            jobs = [self._api.get_job(t.group, t.cluster, t.job_id)]
+        else:
+            jobs = self._api.list_jobs(t.group, t.cluster, t.batch_id)
+        self._batch_ids.update(job.id for job in jobs)
+        return jobs
 
     def _dispatch(
         self,
@@ -214,13 +228,17 @@ class Fetcher:
             job.hide_secrets(self._redactor)
             with self._lock:
                 decided = job.id in self._records or job.id in self._name_of
-            if decided:
+            if decided or job.id in self._dropped:
                 continue
             pending.pop(job.id, None)
             # Readiness first: until a job is ready it has no link and often no hashes, so no
             # name. Only a ready job needs one; the others may still have an archive on disk.
             state, reason = readiness(job, self._now())
             name = self._claim_name(job, required=state == "ready")
+            if name is not None and not self._target.selects(name):
+                self._release_name(name)  # another host's part of the batch
+                self._dropped.add(job.id)
+                continue
             if name is not None:
                 named.append((job, name))
             elif state != "ready":
@@ -512,6 +530,8 @@ class Fetcher:
                 cluster=self._target.cluster,
                 batch_id=self._target.batch_id,
                 jobs=tuple(self._records.values()),
+                selection=self._target.only,
+                batch_job_ids=tuple(sorted(self._batch_ids)),
             )
             return mf.write(self._dest, mf.merge(self._old, current))
 

@@ -103,6 +103,8 @@ class Manifest:
     batch_id: str | None
     jobs: tuple[JobRecord, ...] = ()
     updated: str = ""
+    selection: tuple[str, ...] = ()  # fetch --only patterns; empty: every job of the batch
+    batch_job_ids: tuple[str, ...] = ()  # every job the batch listed, selected or not
 
     @property
     def complete(self) -> bool:
@@ -119,8 +121,11 @@ class Manifest:
         if self.unchecked:
             return None
         # A batch is a sharded cluster's restore; one of a single job restores one replica set.
-        sharded = self.batch_id is not None and len(self.jobs) > 1
-        return judge(self.members(), sharded=sharded, complete=not self.missing)
+        sharded = self.batch_id is not None and max(len(self.jobs), len(self.batch_job_ids)) > 1
+        # A selection judges what it selected: the config server may be another host's part.
+        return judge(
+            self.members(), sharded=sharded, complete=not self.missing and not self.selection
+        )
 
     def members(self) -> list[Member]:
         """The archives the restore set is judged on: verified, and checked as archives."""
@@ -153,13 +158,31 @@ class Manifest:
 
     @property
     def missing(self) -> int:
-        """Jobs with no verified archive."""
-        return len(self.missing_jobs)
+        """Jobs with no verified archive (of the selection, when there is one)."""
+        return len(self.missing_jobs) + len(self.absent_ids)
+
+    @property
+    def absent_ids(self) -> tuple[str, ...]:
+        """Jobs the batch listed that this manifest has no entry for (not selected here)."""
+        if self.selection:
+            return ()  # another host's part: not missing from this one
+        known = {job.id for job in self.jobs}
+        return tuple(i for i in self.batch_job_ids if i not in known)
 
     @property
     def missing_jobs(self) -> tuple[JobRecord, ...]:
         """The jobs whose archive is not (yet) here and verified."""
         return tuple(job for job in self.jobs if job.outcome != "verified")
+
+    def verdict(self, restore_set: RestoreSet) -> str:
+        """One line: can what this manifest holds be restored (a selection: as far as it goes)."""
+        if self.selection and not restore_set.problems and not self.missing:
+            point = f", restore point {p}" if (p := restore_set.restore_point) else ""
+            return (
+                f"selected archives ready: {', '.join(restore_set.replica_sets)}{point}"
+                " (the whole batch: fetcher verify with every host's DIR)"
+            )
+        return restore_set.verdict(missing=self.missing)
 
     def restore_set_json(self) -> dict[str, Any] | None:
         """restoreSet as the manifest records it: the set, its verdict, the jobs it lacks."""
@@ -167,8 +190,8 @@ class Manifest:
         if restore_set is None:
             return None
         doc = restore_set.to_json()
-        doc["verdict"] = restore_set.verdict(missing=self.missing)
-        doc["missingJobs"] = [job.id for job in self.missing_jobs]
+        doc["verdict"] = self.verdict(restore_set)
+        doc["missingJobs"] = [job.id for job in self.missing_jobs] + list(self.absent_ids)
         return doc
 
     def to_json(self) -> dict[str, Any]:
@@ -181,18 +204,43 @@ class Manifest:
             "cluster": self.cluster,
             "batchId": self.batch_id,
             "complete": self.complete,
+            "selection": list(self.selection),
+            "batchJobIds": list(self.batch_job_ids),
             "restoreSet": self.restore_set_json(),
             "jobs": [j.to_json() for j in self.jobs],
         }
 
 
+def combine(manifests: list[Manifest]) -> Manifest:
+    """The manifests of one batch's parts (one per host) as the whole batch's.
+
+    A job counts where it was verified; the batch is every job any of them listed.
+    """
+    first = manifests[0]
+    jobs: dict[str, JobRecord] = {}
+    for manifest in manifests:
+        for job in manifest.jobs:
+            if job.id not in jobs or (job.outcome == "verified" != jobs[job.id].outcome):
+                jobs[job.id] = job
+    return replace(
+        first,
+        jobs=tuple(sorted(jobs.values(), key=_job_order)),
+        selection=(),
+        batch_job_ids=tuple(sorted({i for m in manifests for i in m.batch_job_ids})),
+    )
+
+
 def merge(old: Manifest | None, new: Manifest) -> Manifest:
     """Combine an earlier manifest with this run's records; this run wins for the jobs it saw."""
     if old is None or _target(old) != _target(new):
-        old = replace(new, jobs=())
+        old = replace(new, jobs=(), batch_job_ids=())
     seen = {j.id for j in new.jobs}
     kept = tuple(j for j in old.jobs if j.id not in seen)
-    return replace(new, jobs=tuple(sorted(kept + new.jobs, key=_job_order)))
+    return replace(
+        new,
+        jobs=tuple(sorted(kept + new.jobs, key=_job_order)),
+        batch_job_ids=tuple(sorted({*old.batch_job_ids, *new.batch_job_ids})),
+    )
 
 
 def _job_order(job: JobRecord) -> tuple[str, str]:
@@ -374,6 +422,8 @@ def parse(doc: Any) -> Manifest:
         batch_id=_text(batch) if batch is not None else None,
         jobs=tuple(jobs),
         updated=_text(doc.get("updated", "")),
+        selection=tuple(_text(p) for p in _strings(doc.get("selection", []))),
+        batch_job_ids=tuple(_text(i) for i in _strings(doc.get("batchJobIds", []))),
     )
 
 
@@ -399,6 +449,12 @@ def _file(obj: dict[str, Any]) -> FileRecord:
         restore_info=info,
         content_bytes=_size(obj.get("contentBytes", 0)),
     )
+
+
+def _strings(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError("expected a list of strings")
+    return value
 
 
 def _list(value: Any) -> list[Any]:
