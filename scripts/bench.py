@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Benchmark `fetcher` on loopback against curl + sync, openssl sha1, tar and aria2c (issues 5, 9).
+"""Benchmark `fetcher` on loopback, HTTP and HTTPS, against curl, openssl sha1, tar and aria2c.
 
-Run it through scripts/bench, which installs the tools and reuses .venv. Everything it makes
-lives under .bench/: payloads (restore-style tar.gz archives made by scripts/fake_atlas.py) are
-made once and kept, and made again when fake_atlas writes another layout; work files are
-removed at the end. Servers: nginx on three loopback ports (one plain, two with `limit_rate`
-per connection) serving the payloads, and scripts/fake_atlas.py instances whose delivery URLs
-point at nginx.
+Issues 5, 9 and 12. Run it through scripts/bench, which installs the tools and reuses .venv.
+Everything it makes lives under .bench/: payloads (restore-style tar.gz archives made by
+scripts/fake_atlas.py) are made once and kept, and made again when fake_atlas writes another
+layout; work files are removed at the end. Servers: nginx on four loopback ports (one plain,
+two with `limit_rate` per connection, one HTTPS with a self-signed certificate made once under
+.bench/run/tls/) serving the payloads, and scripts/fake_atlas.py instances whose delivery URLs
+point at nginx (their API itself stays plain HTTP).
 
 Each timed pair runs fetcher and its reference one after the other, alternating which goes
 first, from a fresh directory and with nothing dirty left over (`os.sync()` before each run).
@@ -44,11 +45,12 @@ WORK = BENCH / "work"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 FETCHER = Path(sys.executable).parent / "fetcher"
-STEPS = ("fetch", "rate100", "verify", "deep", "resume", "batch", "scale")
+STEPS = ("fetch", "rate100", "tls", "verify", "deep", "resume", "batch", "scale")
 SCALE_JOBS = (200, 1000)  # the two batch sizes of the per-job cost comparison
 SCALE_ARCHIVE = 16 * 1024
 FAST_RATE_MIB = 100  # the rate100 step: one archive from a link limited to this per connection
 RSS_GOAL = 64 * MIB
+TLS = RUN / "tls"  # the HTTPS server's self-signed certificate (its own CA) and key
 NGINX_CONF = """daemon off;
 worker_processes 1;
 pid {run}/nginx.pid;
@@ -59,6 +61,7 @@ http {{
     tcp_nopush on;
     client_body_temp_path {run}/nginx-temp;
     log_format bench '$request_uri $status $body_bytes_sent';
+    log_format bench_tls '$request_uri $status $body_bytes_sent $ssl_protocol $ssl_cipher';
     server {{
         listen 127.0.0.1:{port};
         root {root};
@@ -75,6 +78,14 @@ http {{
         root {root};
         limit_rate {fast_rate}m;
         access_log {run}/access-fast.log bench;
+    }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        root {root};
+        ssl_certificate {tls}/cert.pem;
+        ssl_certificate_key {tls}/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;  # nginx's default from 1.23.4 on; 1.22 stops at 1.2
+        access_log {run}/access-tls.log bench_tls;
     }}
 }}
 """
@@ -190,6 +201,7 @@ class Atlas:
     batch: str
     env: dict[str, str]
     archives: list[Archive] = field(default_factory=list)
+    ca_cert: Path | None = None  # for pull links on the HTTPS port
 
     def fetch(self, dest: Path, *, one: bool = True, parallel: int = 4) -> list[str]:
         """`fetcher fetch` argv for the first archive's job, or for the whole batch."""
@@ -198,6 +210,7 @@ class Atlas:
             *(str(FETCHER), "fetch", "--base-url", self.api, "--group", self.group),
             *("--cluster", self.cluster, *target, "--dest", str(dest), "--quiet"),
             *("--parallel", str(parallel)),
+            *(("--ca-cert", str(self.ca_cert)) if self.ca_cert else ()),
         ]
 
 
@@ -218,12 +231,32 @@ def make_payload(directory: Path, cluster: str, size: int) -> None:
     )
 
 
+def make_certificate() -> None:
+    """Make (once) the HTTPS server's self-signed certificate for 127.0.0.1, its own CA.
+
+    Both `fetcher --ca-cert` and `curl --cacert` take it as the trust anchor.
+    """
+    cert, key = TLS / "cert.pem", TLS / "key.pem"
+    if cert.exists() and key.exists():
+        return
+    TLS.mkdir(parents=True, exist_ok=True)
+    argv = [
+        *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650"),
+        *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+        *("-keyout", str(key.with_suffix(".tmp")), "-out", str(cert.with_suffix(".tmp"))),
+    ]
+    checked(timed(argv, log="openssl-req"), "openssl req")
+    key.with_suffix(".tmp").replace(key)
+    cert.with_suffix(".tmp").replace(cert)
+
+
 class Servers:
     """nginx and the fake Atlas instances; close() stops everything started here."""
 
     def __init__(self) -> None:
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.port, self.limited_port, self.fast_port = free_port(), free_port(), free_port()
+        self.tls_port = free_port()
 
     def close(self) -> None:
         """Stop every child: SIGTERM, then SIGKILL after 10 s."""
@@ -240,8 +273,9 @@ class Servers:
         self._procs.clear()
 
     def start_nginx(self, rate_mib: int, fast_rate_mib: int) -> None:
-        """Serve PAYLOAD plainly on one port, and at `rate_mib` and `fast_rate_mib` MiB/s per
-        connection on two others."""
+        """Serve PAYLOAD plainly on one port, at `rate_mib` and `fast_rate_mib` MiB/s per
+        connection on two others, and over HTTPS (unlimited) on a fourth."""
+        make_certificate()
         conf = RUN / "nginx.conf"
         conf.write_text(
             NGINX_CONF.format(
@@ -252,12 +286,14 @@ class Servers:
                 rate=rate_mib,
                 fast_port=self.fast_port,
                 fast_rate=fast_rate_mib,
+                tls_port=self.tls_port,
+                tls=TLS,
             )
         )
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         proc = spawn([nginx, "-e", str(RUN / "nginx-error.log"), "-c", str(conf)], log="nginx")
         self._procs.append(("nginx", proc))
-        ports = (self.port, self.limited_port, self.fast_port)
+        ports = (self.port, self.limited_port, self.fast_port, self.tls_port)
         wait_for(lambda: all(listening(p) for p in ports), proc, "nginx")
 
     def start_atlas(
@@ -269,17 +305,19 @@ class Servers:
         size: int,
         port: int,
         label: str | None = None,
+        tls: bool = False,
     ) -> Atlas:
         """Start fake_atlas.py over `archives`, its delivery URLs on nginx at `port`.
 
         `label` (default: the directory's name) names its state directory and log, so that
-        two instances can serve one directory through two ports.
+        two instances can serve one directory through two ports. With `tls`, delivery URLs are
+        https:// (the API stays plain HTTP) and fetcher is given the certificate as --ca-cert.
         """
         label = label or archives.name
         state = RUN / f"atlas-{label}"
         info_path = state / "server.json"
         info_path.unlink(missing_ok=True)
-        pull_base = f"http://127.0.0.1:{port}/{archives.name}"
+        pull_base = f"{'https' if tls else 'http'}://127.0.0.1:{port}/{archives.name}"
         argv = [
             *(sys.executable, str(ROOT / "scripts" / "fake_atlas.py"), "--state-dir", str(state)),
             *("--archives", str(archives), "--pull-base", pull_base, "--cluster", cluster),
@@ -308,6 +346,7 @@ class Servers:
                 )
                 for j in jobs
             ],
+            ca_cert=TLS / "cert.pem" if tls else None,
         )
 
 
@@ -386,12 +425,15 @@ class Bench:
         return fetch
 
     @staticmethod
-    def curl(archive: Archive) -> Callable[[], float]:
-        """A timed `curl -o FILE URL && sync FILE` of the archive into a fresh directory."""
+    def curl(archive: Archive, ca_cert: Path | None = None) -> Callable[[], float]:
+        """A timed `curl [--cacert CA] -o FILE URL && sync FILE` of the archive into a fresh
+        directory."""
+        trust = ["--cacert", str(ca_cert)] if ca_cert else []
 
         def curl() -> float:
             out = fresh(WORK / "curl") / archive.name
-            got = checked(timed(["curl", "-sSf", "-o", str(out), archive.url], log="curl"), "curl")
+            argv = ["curl", "-sSf", *trust, "-o", str(out), archive.url]
+            got = checked(timed(argv, log="curl"), "curl")
             return got.wall + checked(timed(["sync", str(out)], log="curl"), "sync").wall
 
         return curl
@@ -428,6 +470,22 @@ class Bench:
                 f" {seconds(curled)} ({curl_ratio:.3f} x ideal)",
             )
         )
+
+    def tls(self, secure: Atlas, plain: Atlas) -> None:
+        """The same archive over HTTPS: against fetcher itself over plain HTTP, and against
+        `curl --cacert CA -o FILE URL && sync FILE` over HTTPS."""
+        archive = secure.archives[0]
+        what = f"fetch {size(archive.size)} over HTTPS"
+        print(f"bench: {what} vs over HTTP, {self.runs} pairs", flush=True)
+        https = self.fetch_one(secure, "fetcher-tls")
+        result = self.pairs(https, self.fetch_one(plain, "fetcher"), warmup=True)
+        self.raw["tls_vs_http"] = result
+        self.compare(f"{what} vs fetcher over HTTP", result, 1.10)
+        self.rows[-1].note = f"same file, same nginx; {negotiated()}"
+        print(f"bench: {what} vs curl --cacert + sync, {self.runs} pairs", flush=True)
+        result = self.pairs(https, self.curl(archive, secure.ca_cert), warmup=True)
+        self.raw["tls_vs_curl"] = result
+        self.compare(f"{what} vs curl --cacert -o && sync", result, 1.00)
 
     def rss(self, name: str) -> None:
         """The peak RSS row: the highest of every single-archive fetch measured so far."""
@@ -649,6 +707,14 @@ class Bench:
 # -- report --------------------------------------------------------------------------------
 
 
+def negotiated() -> str:
+    """The protocol and cipher of the last request nginx served over HTTPS (from its log)."""
+    with contextlib.suppress(OSError, IndexError):
+        fields = (RUN / "access-tls.log").read_text().splitlines()[-1].split()
+        return f"{fields[3]} {fields[4]}"
+    return "cipher unknown"
+
+
 def machine() -> str:
     """One line on the machine the figures come from."""
 
@@ -766,6 +832,17 @@ def measure(args: argparse.Namespace, bench: Bench) -> None:
                 label=f"{single.name}-fast",
             )
             bench.fetch_at_rate(fast, args.fast_rate_mib)
+        if "tls" in args.only:
+            secure = servers.start_atlas(
+                single,
+                cluster="Bench1",
+                shards=1,
+                size=small,
+                port=servers.tls_port,
+                label=f"{single.name}-tls",
+                tls=True,
+            )
+            bench.tls(secure, one)
         if bench.peaks:
             bench.rss(f"fetch {size(args.size_mib * MIB)}")
         if args.full:
