@@ -819,30 +819,21 @@ def measure(args: argparse.Namespace, bench: Bench) -> None:
     make_payload(single, "Bench1", args.size_mib * MIB)
     batch = PAYLOAD / f"batch-{args.batch_mib}M"
     with serving(args.rate_mib, args.fast_rate_mib) as servers:
-        one = servers.start_atlas(single, cluster="Bench1", shards=1, size=small, port=servers.port)
+
+        def single_archive(port: int, suffix: str = "", *, tls: bool = False) -> Atlas:
+            """The single archive, its links on nginx at `port` (one instance per port)."""
+            label = f"{single.name}{suffix}" if suffix else None
+            return servers.start_atlas(
+                single, cluster="Bench1", shards=1, size=small, port=port, label=label, tls=tls
+            )
+
+        one = single_archive(servers.port)
         if "fetch" in args.only:
             bench.fetch_vs_curl(one)
         if "rate100" in args.only:
-            fast = servers.start_atlas(
-                single,
-                cluster="Bench1",
-                shards=1,
-                size=small,
-                port=servers.fast_port,
-                label=f"{single.name}-fast",
-            )
-            bench.fetch_at_rate(fast, args.fast_rate_mib)
+            bench.fetch_at_rate(single_archive(servers.fast_port, "-fast"), args.fast_rate_mib)
         if "tls" in args.only:
-            secure = servers.start_atlas(
-                single,
-                cluster="Bench1",
-                shards=1,
-                size=small,
-                port=servers.tls_port,
-                label=f"{single.name}-tls",
-                tls=True,
-            )
-            bench.tls(secure, one)
+            bench.tls(single_archive(servers.tls_port, "-tls", tls=True), one)
         if bench.peaks:
             bench.rss(f"fetch {size(args.size_mib * MIB)}")
         if args.full:
