@@ -9,12 +9,12 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
 from fetcher.errors import ApiError, AuthError, NotFoundError
-from fetcher.jobs import RestoreJob, parse_job
+from fetcher.jobs import RestoreJob, parse_job, parse_v2_job
 from fetcher.redact import origin, printable
 from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
 from fetcher.stream import content_length
@@ -23,6 +23,14 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PAGES = 1000
 MAX_REDIRECTS = 5
 ITEMS_PER_PAGE = 100  # the maximum every service accepts
+V2_PATH = "/api/atlas/v2"
+# The version date of the Cloud Backup restore-job resources; without it the API answers 406.
+V2_ACCEPT = "application/vnd.atlas.2023-01-01+json"
+
+
+def is_v2(base_url: str) -> bool:
+    """Whether an API root is the Atlas Admin API v2 (Cloud Backup), by its path."""
+    return urlsplit(base_url).path.rstrip("/").endswith(V2_PATH)
 
 
 class OriginDigestAuth(httpx.DigestAuth):
@@ -73,7 +81,12 @@ class RateLimiter:
 
 
 class RestoreJobsClient:
-    """Reads restore jobs; `http` must be a client whose only credentials are for this API."""
+    """Reads restore jobs; `http` must be a client whose only credentials are for this API.
+
+    The API root says which dialect it speaks: `/api/atlas/v2` is Atlas Cloud Backup's
+    (versioned Accept, `/backup/restoreJobs`, one job per restore); any other root is the
+    legacy restore-jobs API (Atlas v1.0, Cloud Manager, Ops Manager). Both give RestoreJobs.
+    """
 
     def __init__(
         self,
@@ -88,6 +101,8 @@ class RestoreJobsClient:
         self._http = http
         self._base = base_url.rstrip("/")
         self._origin = origin(self._base)
+        self.v2 = is_v2(self._base)
+        self._accept = V2_ACCEPT if self.v2 else "application/json"
         self._policy = policy or RetryPolicy()
         self._limiter = limiter or RateLimiter()
         self._max_body = max_body
@@ -98,18 +113,20 @@ class RestoreJobsClient:
     def jobs_url(self, group: str, cluster: str, job_id: str | None = None) -> str:
         """Return the restoreJobs URL of a cluster, or of one of its jobs."""
         url = f"{self._base}/groups/{quote(group, safe='')}/clusters/{quote(cluster, safe='')}"
-        url += "/restoreJobs"
+        url += "/backup/restoreJobs" if self.v2 else "/restoreJobs"
         return f"{url}/{quote(job_id, safe='')}" if job_id else url
 
     def list_jobs(self, group: str, cluster: str, batch_id: str | None = None) -> list[RestoreJob]:
         """Return every job of the cluster (or of one batch), following every page."""
         params: dict[str, str] = {"itemsPerPage": str(ITEMS_PER_PAGE), "pageNum": "1"}
+        if batch_id and self.v2:
+            raise ApiError("Atlas Cloud Backup (API v2) has no batches: give the job's id")
         if batch_id:
             params["batchId"] = batch_id
         jobs: dict[str, RestoreJob] = {}
         for page in self._pages(self.jobs_url(group, cluster), params):
             for item in page:
-                job = parse_job(item)
+                job = self._parse(item, group, cluster)
                 # The server may ignore the filter: keep only what was asked for.
                 if batch_id is None or job.batch_id == batch_id:
                     jobs.setdefault(job.id, job)
@@ -118,10 +135,15 @@ class RestoreJobsClient:
     def get_job(self, group: str, cluster: str, job_id: str) -> RestoreJob:
         """Return one job, as the API describes it now."""
         body = self._get_json(self.jobs_url(group, cluster, job_id), None)
-        job = parse_job(body)
+        job = self._parse(body, group, cluster)
         if job.id != job_id:
             raise ApiError(f"unexpected API response: asked for job {job_id}, got {job.id}")
         return job
+
+    def _parse(self, obj: object, group: str, cluster: str) -> RestoreJob:
+        if self.v2:
+            return parse_v2_job(obj, group=group, cluster=cluster)
+        return parse_job(obj)
 
     def _pages(self, url: str, params: dict[str, str] | None) -> Iterator[list[Any]]:
         seen: set[str] = set()
@@ -181,6 +203,15 @@ class RestoreJobsClient:
                             f"cannot reach the API at {self._origin}: {_describe(exc)}"
                         ) from None
                     status, headers, body = 0, httpx.Headers(), b""
+                except ApiError as exc:
+                    # The service account's token endpoint answered 429 or 5xx inside send():
+                    # retried as the API's own answers are.
+                    if exc.status is None or not is_retryable_status(exc.status):
+                        raise
+                    failures += 1
+                    if self._policy.exhausted(failures):
+                        raise
+                    status, headers, body = 0, httpx.Headers(), b""
             if status == 0 or is_retryable_status(status):
                 if status:
                     failures += 1
@@ -207,7 +238,7 @@ class RestoreJobsClient:
                     url,
                     params=params,
                     # gzip only: _decode_capped knows how to bound it.
-                    headers={"Accept": "application/json", "Accept-Encoding": "gzip"},
+                    headers={"Accept": self._accept, "Accept-Encoding": "gzip"},
                 )
             except httpx.InvalidURL:
                 raise ApiError("the API sent a link that is not a valid URL") from None
@@ -297,6 +328,11 @@ def _error_for(status: int, body: bytes) -> ApiError:
     what = f"API answered {status} {reason}{detail}"
     if status in (401, 403):
         return AuthError(f"{what} (check the API key pair and its access list)", status=status)
+    if status == 406:
+        return ApiError(
+            f"{what} (the API refused the version asked for: is --base-url the right API root?)",
+            status=status,
+        )
     if status == 404:
         return NotFoundError(f"{what} (no such group, cluster or job?)", status=status)
     return ApiError(what, status=status)

@@ -19,7 +19,14 @@ import click
 from fetcher import __version__
 from fetcher import manifest as mf
 from fetcher.archive import info_value
-from fetcher.config import DEFAULT_BASE_URL, Settings, load_credentials, normalise_base_url
+from fetcher.config import (
+    DEFAULT_BASE_URL,
+    Credentials,
+    Settings,
+    default_group,
+    load_credentials,
+    normalise_base_url,
+)
 from fetcher.errors import FetcherError, ManifestError
 from fetcher.manifest import JobRecord, Manifest
 from fetcher.names import MANIFEST_NAME, choose_name
@@ -118,10 +125,14 @@ def api_options(func: Callable[P, R]) -> Callable[P, R]:
         click.option(
             "--group",
             "group",
-            required=True,
             metavar="GROUP-ID",
             callback=object_id,
-            help="Project (group) id.",
+            help="Project (group) id [default: the profile's project_id].",
+        ),
+        click.option(
+            "--profile",
+            metavar="NAME",
+            help="Atlas CLI profile for credentials and project (config.toml) [default: default].",
         ),
         click.option(
             "--cluster",
@@ -172,8 +183,11 @@ def api_options(func: Callable[P, R]) -> Callable[P, R]:
 def main() -> None:
     """Download and verify MongoDB restore archives (Atlas, Cloud Manager, Ops Manager).
 
-    Credentials come from MONGODB_ATLAS_PUBLIC_API_KEY and MONGODB_ATLAS_PRIVATE_API_KEY
-    (or MCLI_PUBLIC_API_KEY/MCLI_PRIVATE_API_KEY, or ~/.netrc), never from the command line.
+    Credentials come from the environment, never from the command line: a service account
+    (MONGODB_ATLAS_CLIENT_ID, MONGODB_ATLAS_CLIENT_SECRET) or an API key pair
+    (MONGODB_ATLAS_PUBLIC_API_KEY, MONGODB_ATLAS_PRIVATE_API_KEY; or MCLI_*), else an Atlas
+    CLI profile (--profile) or ~/.netrc. An API root ending in /api/atlas/v2 speaks Atlas
+    Cloud Backup's API; any other, the legacy restore-jobs API.
     Exit codes: 0 all verified, 1 error, 2 usage, 3 incomplete, 4 integrity failure.
     """
 
@@ -204,17 +218,36 @@ def _log_line(line: str) -> None:
         tqdm.write(f"fetcher: {_shown(line)}", file=sys.stderr)
 
 
-def _api(settings: Settings) -> tuple[Any, RestoreJobsClient]:
+def _api(settings: Settings, profile: str | None) -> tuple[Any, RestoreJobsClient]:
     from fetcher.api import RestoreJobsClient
     from fetcher.http import api_client
     from fetcher.retry import RetryPolicy
 
-    credentials = load_credentials(os.environ, settings.base_url)
-    REDACTOR.add(credentials.private_key)
-    http = api_client(settings, credentials, log=_log_line if settings.verbose else None)
+    credentials = load_credentials(os.environ, settings.base_url, profile=profile)
+    REDACTOR.add(
+        credentials.private_key
+        if isinstance(credentials, Credentials)
+        else credentials.client_secret
+    )
+    log = _log_line if settings.verbose else None
+    http = api_client(settings, credentials, log=log, redactor=REDACTOR)
     return http, RestoreJobsClient(
         http, settings.base_url, policy=RetryPolicy(retries=settings.retries)
     )
+
+
+def _group(group: str | None, profile: str | None) -> str:
+    """--group, else the project_id of the Atlas CLI profile."""
+    if group is not None:
+        return group
+    found = default_group(os.environ, profile)
+    if found is None:
+        raise click.UsageError("give --group GROUP-ID (or a project_id in the Atlas CLI profile)")
+    if not _OBJECT_ID.fullmatch(found):
+        raise click.UsageError(
+            "the Atlas CLI profile's project_id is not a MongoDB id (24 hexadecimal digits)"
+        )
+    return found
 
 
 @main.command("list")
@@ -229,7 +262,8 @@ def _api(settings: Settings) -> tuple[Any, RestoreJobsClient]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handle_errors
 def list_command(
-    group: str,
+    group: str | None,
+    profile: str | None,
     cluster: str,
     base_url: str,
     ca_cert: Path | None,
@@ -239,37 +273,51 @@ def list_command(
     batch_id: str | None,
     as_json: bool,
 ) -> None:
-    """List restore jobs with their delivery status (no pull-URL tokens are shown)."""
+    """List restore jobs and their archives, and whether each can be downloaded now.
+
+    No link is shown whole: pull-URL tokens and pre-signed signatures stay hidden.
+    """
     from fetcher.jobs import iso_utc, readiness
 
     settings = _settings(base_url, ca_cert, timeout, retries, verbose)
-    http, api = _api(settings)
+    group = _group(group, profile)
+    http, api = _api(settings, profile)
+    if batch_id and api.v2:
+        raise click.UsageError(_NO_BATCHES)
     with http:
         jobs = api.list_jobs(group, cluster, batch_id)
     now = datetime.now(UTC)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for job in jobs:
         job.hide_secrets(REDACTOR)
         state, reason = readiness(job, now)
-        try:
-            name = choose_name(job.name_candidates())
-        except FetcherError:
-            name = ""
+        archives: list[dict[str, Any]] = [
+            {
+                "id": a.key,
+                "fileName": _name_of(a.names),
+                "replicaSet": a.replica_set,
+                "sha1": a.sha1,
+                "link": a.display or None,
+            }
+            for a in job.archives
+        ]
+        first = job.archives[0]
         rows.append(
             {
                 "id": job.id,
                 "batchId": job.batch_id,
-                "fileName": name,
+                "fileName": archives[0]["fileName"],
                 "statusName": job.status,
                 "deliveryStatus": job.delivery.status,
                 "deliveryMethod": job.delivery.method,
                 "expires": iso_utc(job.delivery.expires) if job.delivery.expires else None,
                 "readiness": state,
                 "reason": reason,
-                "sha1": job.sha1,
-                "pullHost": origin(job.delivery.url) if job.delivery.url else None,
+                "sha1": first.sha1,
+                "pullHost": origin(first.url) if first.url else None,
                 "snapshotId": job.snapshot_id,
                 "created": job.created,
+                "archives": archives,
             }
         )
     if as_json:
@@ -279,22 +327,34 @@ def list_command(
     if not rows:
         click.echo("no restore jobs")
         return
-    headers = ("JOB ID", "FILE", "JOB", "DELIVERY", "EXPIRES", "DOWNLOADABLE")
-    table = [headers] + [
-        (
-            r["id"],
-            r["fileName"] or "-",
-            r["statusName"],
-            r["deliveryStatus"],
-            r["expires"] or "-",
-            "yes" if r["readiness"] == "ready" else r["reason"],
-        )
-        for r in rows
-    ]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(headers) - 1)]
-    for row in table:
-        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=False)] + [str(row[-1])]
-        click.echo(_shown("  ".join(cells).rstrip()))
+    with_sets = any(a["replicaSet"] for r in rows for a in r["archives"])
+    headers = ("JOB ID", "FILE", "REPLICA SET", "JOB", "DELIVERY", "EXPIRES", "DOWNLOADABLE")
+    table: list[tuple[str, ...]] = [headers]
+    for r in rows:
+        ready = "yes" if r["readiness"] == "ready" else r["reason"]
+        for i, a in enumerate(r["archives"]):
+            # A job's further archives go on lines of their own, under its first.
+            job_cells = (r["statusName"], r["deliveryStatus"], r["expires"] or "-", ready)
+            values = (r["id"], a["fileName"] or "-", a["replicaSet"] or "-", *job_cells)
+            cells = tuple(str(c) for c in values)
+            table.append(cells if i == 0 else ("", cells[1], cells[2], "", "", "", ""))
+    if not with_sets:
+        table = [row[:2] + row[3:] for row in table]
+    for line in _table(table):
+        click.echo(_shown(line))
+
+
+_NO_BATCHES = (
+    "Atlas Cloud Backup (an API root ending in /api/atlas/v2) has no batches: a sharded"
+    " restore is one job; give --job JOB-ID"
+)
+
+
+def _name_of(names: tuple[str, ...]) -> str:
+    try:
+        return choose_name(list(names))
+    except FetcherError:
+        return ""
 
 
 @main.command("fetch")
@@ -307,7 +367,11 @@ def list_command(
     help="Fetch every job of this batch.",
 )
 @click.option(
-    "--job", "job_id", metavar="JOB-ID", callback=object_id, help="Fetch one (replica set) job."
+    "--job",
+    "job_id",
+    metavar="JOB-ID",
+    callback=object_id,
+    help="Fetch one job: a replica set's, or an Atlas Cloud Backup restore (every archive).",
 )
 @click.option(
     "--dest",
@@ -326,7 +390,8 @@ def list_command(
     "only",
     multiple=True,
     metavar="PATTERN",
-    help="Only the jobs whose archive name matches this shell pattern (repeatable).",
+    help="Only the archives whose file name or replica set matches this shell pattern"
+    " (repeatable).",
 )
 @click.option("--wait", is_flag=True, help="Poll until every job is ready (or can never be).")
 @click.option(
@@ -349,7 +414,8 @@ def list_command(
 )
 @handle_errors
 def fetch_command(
-    group: str,
+    group: str | None,
+    profile: str | None,
     cluster: str,
     base_url: str,
     ca_cert: Path | None,
@@ -375,9 +441,15 @@ def fetch_command(
     if bool(batch_id) == bool(job_id):
         raise click.UsageError("give exactly one of --batch BATCH-ID or --job JOB-ID")
     settings = _settings(base_url, ca_cert, timeout, retries, verbose, parallel)
+    group = _group(group, profile)
+    http, api = _api(settings, profile)
+    if api.v2 and batch_id:
+        raise click.UsageError(_NO_BATCHES)
+    # Atlas Cloud Backup's restore is one job with an archive per replica set: the job is
+    # the batch, and the manifest judges its archives as one restore set.
+    batch_id = job_id if api.v2 else batch_id
     target = Target(group=group, cluster=cluster, batch_id=batch_id, job_id=job_id, only=only)
     dest = dest or Path.cwd() / str(batch_id or job_id)
-    http, api = _api(settings)
     reporter = TerminalReporter(
         bars=not quiet and sys.stderr.isatty(),
         lines=None if quiet else (sys.stderr if as_json else sys.stdout),

@@ -18,10 +18,10 @@ from fetcher import manifest as mf
 from fetcher.api import RestoreJobsClient
 from fetcher.archive import ArchiveCheck, ArchiveReport
 from fetcher.errors import FetcherError, ManifestError, NotFoundError, UnsafeNameError
-from fetcher.jobs import Readiness, RestoreJob, readiness
+from fetcher.jobs import Archive, Readiness, RestoreJob, readiness
 from fetcher.manifest import FileRecord, JobRecord, Manifest
 from fetcher.names import MANIFEST_NAME, choose_name, partial_name
-from fetcher.redact import Redactor, display_url
+from fetcher.redact import Redactor
 from fetcher.retry import RetryPolicy
 from fetcher.storage import Destination, SpaceGuard
 from fetcher.transfer import Download, PartResult, Progress, Source, commit, discard
@@ -40,9 +40,29 @@ class Target:
     job_id: str | None = None
     only: tuple[str, ...] = ()  # shell patterns on archive names; empty: every job
 
-    def selects(self, name: str) -> bool:
-        """Whether an archive of this name is this host's to fetch (fetch --only)."""
-        return not self.only or any(fnmatch.fnmatchcase(name, p) for p in self.only)
+    def selects(self, name: str | None, replica_set: str | None = None) -> bool | None:
+        """Whether an archive is this host's to fetch (fetch --only): by its file name, or by
+        the replica set the API names it for. None while neither matches and the name is not
+        known yet (it may still match)."""
+        if not self.only:
+            return True
+        known = [n for n in (name, replica_set) if n]
+        if any(fnmatch.fnmatchcase(n, p) for n in known for p in self.only):
+            return True
+        return False if name is not None else None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One archive of one job: the unit that is fetched, verified and recorded."""
+
+    job: RestoreJob
+    archive: Archive
+
+    @property
+    def key(self) -> str:
+        """The manifest entry's id: the job's, or the job's and the archive's."""
+        return self.archive.key
 
 
 @dataclass(frozen=True)
@@ -76,25 +96,16 @@ class WaitStatus:
         return f"{self.what}; next poll in {self.next_poll:g} s"
 
 
-def wait_status(
-    listed: list[RestoreJob], pending: dict[str, RestoreJob], next_poll: float
-) -> WaitStatus:
-    """Summarise the jobs still waited on, grouped by the stage each is at."""
-    stages = Counter(_stage(job) for job in pending.values())
+def wait_status(listed: list[RestoreJob], pending: dict[str, Item], next_poll: float) -> WaitStatus:
+    """Summarise the archives still waited on, grouped by the stage each job is at."""
+    stages = Counter(item.job.stage for item in pending.values())
+    keys = {archive.key for job in listed for archive in job.archives}
     return WaitStatus(
         waiting=len(pending),
-        listed=len({job.id for job in listed} | set(pending)),
+        listed=len(keys | set(pending)),
         stages=tuple(sorted(stages.items(), key=lambda kv: (-kv[1], kv[0]))),
         next_poll=next_poll,
     )
-
-
-def _stage(job: RestoreJob) -> str:
-    if job.status != "FINISHED":
-        return job.status  # IN_PROGRESS: the restore itself is running
-    if job.delivery.status != "READY":
-        return f"delivery {job.delivery.status}"
-    return "no link yet"
 
 
 class Reporter(Protocol):
@@ -180,7 +191,7 @@ class Fetcher:
 
     def _fetch_all(self, jobs: list[RestoreJob], pool: ThreadPoolExecutor) -> None:
         """Start what is ready, poll for the rest while waiting, then wait for every transfer."""
-        pending: dict[str, RestoreJob] = {}
+        pending: dict[str, Item] = {}
         futures: list[Future[None]] = []
         self._dispatch(jobs, pending, pool, futures, final=not self._wait.enabled)
         deadline = self._clock() + self._wait.timeout
@@ -194,11 +205,10 @@ class Fetcher:
                 self._dispatch(jobs, pending, pool, futures, final=False)
         finally:
             self._reporter.waiting(None)
-        for job in pending.values():
+        for item in pending.values():
             waited = f"not ready after waiting {int(self._wait.timeout)} s"
-            self._finish(
-                self._record(job, "skipped", f"{waited} ({readiness(job, self._now())[1]})")
-            )
+            reason = f"{waited} ({readiness(item.job, self._now())[1]})"
+            self._finish(self._record(item, "skipped", reason))
         for future in futures:
             future.result()
 
@@ -210,95 +220,100 @@ class Fetcher:
             jobs = [self._api.get_job(t.group, t.cluster, t.job_id)]
         else:
             jobs = self._api.list_jobs(t.group, t.cluster, t.batch_id)
-        self._batch_ids.update(job.id for job in jobs)
+        self._batch_ids.update(archive.key for job in jobs for archive in job.archives)
         return jobs
 
     def _dispatch(
         self,
         jobs: list[RestoreJob],
-        pending: dict[str, RestoreJob],
+        pending: dict[str, Item],
         pool: ThreadPoolExecutor,
         futures: list[Future[None]],
         *,
         final: bool,
     ) -> None:
-        """Start, skip or keep waiting for each job not yet decided."""
-        named: list[tuple[RestoreJob, str]] = []
+        """Start, skip or keep waiting for each archive not yet decided."""
+        named: list[tuple[Item, str]] = []
         for job in jobs:
             job.hide_secrets(self._redactor)
-            with self._lock:
-                decided = job.id in self._records or job.id in self._name_of
-            if decided or job.id in self._dropped:
-                continue
-            pending.pop(job.id, None)
+            # What was waited on is listed afresh (a job's archives appear once it finishes).
+            for key in [k for k, item in pending.items() if item.job.id == job.id]:
+                del pending[key]
             # Readiness first: until a job is ready it has no link and often no hashes, so no
             # name. Only a ready job needs one; the others may still have an archive on disk.
             state, reason = readiness(job, self._now())
-            name = self._claim_name(job, required=state == "ready")
-            if name is not None and not self._target.selects(name):
-                self._release_name(name)  # another host's part of the batch
-                self._dropped.add(job.id)
-                continue
-            if name is not None:
-                named.append((job, name))
-            elif state != "ready":
-                self._not_now(job, state, reason, pending, final=final)
+            for archive in job.archives:
+                item = Item(job, archive)
+                with self._lock:
+                    decided = item.key in self._records or item.key in self._name_of
+                if decided or item.key in self._dropped:
+                    continue
+                name = self._claim_name(item, required=state == "ready")
+                if self._target.selects(name, archive.replica_set) is False:
+                    if name is not None:
+                        self._release_name(name)
+                    self._dropped.add(item.key)  # another host's part of the batch
+                    continue
+                if name is not None:
+                    named.append((item, name))
+                elif state != "ready":
+                    self._not_now(item, state, reason, pending, final=final)
         if not named:
             return
         # Re-hashing archives already on disk is the slow part of a re-run: do it in parallel,
         # on threads of its own so that it never waits behind running downloads.
         with ThreadPoolExecutor(self._parallel, thread_name_prefix="fetcher-check") as checks:
             on_disk = list(checks.map(lambda jn: self._on_disk(*jn), named))
-        for (job, name), found in zip(named, on_disk, strict=True):
+        for (item, name), found in zip(named, on_disk, strict=True):
             if found == "verified":
                 continue
-            state, reason = readiness(job, self._now())  # again: hashing may have taken a while
+            state, reason = readiness(item.job, self._now())  # again: hashing took a while
             if state == "ready":
-                futures.append(pool.submit(self._download_job, job, name))
+                futures.append(pool.submit(self._download_job, item, name))
             elif found == "changed":
-                self._finish(self._changed_on_disk(job, name, reason))
-            elif self._kept_part_verifies(job, name):
+                self._finish(self._changed_on_disk(item, name, reason))
+            elif self._kept_part_verifies(item, name):
                 continue
             else:
                 self._release_name(name)
-                self._not_now(job, state, reason, pending, final=final, name=name)
+                self._not_now(item, state, reason, pending, final=final, name=name)
 
     def _not_now(
         self,
-        job: RestoreJob,
+        item: Item,
         state: Readiness,
         reason: str,
-        pending: dict[str, RestoreJob],
+        pending: dict[str, Item],
         *,
         final: bool,
         name: str | None = None,
     ) -> None:
-        """Skip a job that cannot be downloaded now, or keep it to poll again."""
+        """Skip an archive that cannot be downloaded now, or keep it to poll again."""
         if state == "never" or final:
-            self._finish(self._record(job, "skipped", reason, name=name))
+            self._finish(self._record(item, "skipped", reason, name=name))
         else:
-            pending[job.id] = job
+            pending[item.key] = item
 
-    def _claim_name(self, job: RestoreJob, *, required: bool) -> str | None:
-        """Reserve the archive's file name; a job that `required` one and has none fails."""
+    def _claim_name(self, item: Item, *, required: bool) -> str | None:
+        """Reserve the archive's file name; an archive that `required` one and has none fails."""
         # A job listed again without a link or hashes (expired, say) keeps the name its
         # archive was verified under: the archive is still here, and still to be checked.
-        candidates = job.name_candidates() or [f.name for f in self._old_files.get(job.id, ())]
+        candidates = list(item.archive.names) or [f.name for f in self._old_files.get(item.key, ())]
         try:
             name = choose_name(candidates)
         except UnsafeNameError as exc:
             if required:
-                self._finish(self._record(job, "failed", str(exc), failure="error"))
+                self._finish(self._record(item, "failed", str(exc), failure="error"))
             return None
         with self._lock:
             owner = self._names.get(name)
             if owner is None:
-                self._names[name] = job.id
-                self._name_of[job.id] = name
+                self._names[name] = item.key
+                self._name_of[item.key] = name
                 return name
         if required:
             reason = f"file name {name} is also the name of job {owner}'s archive"
-            self._finish(self._record(job, "failed", reason, failure="error"))
+            self._finish(self._record(item, "failed", reason, failure="error"))
         return None
 
     def _release_name(self, name: str) -> None:
@@ -307,9 +322,9 @@ class Fetcher:
             if job_id is not None:
                 self._name_of.pop(job_id, None)
 
-    def _on_disk(self, job: RestoreJob, name: str) -> OnDisk:
+    def _on_disk(self, item: Item, name: str) -> OnDisk:
         """Check a final-named archive: still verified, changed since, or not there to check."""
-        expected = job.sha1 or self._old_file(job.id, name)[0]
+        expected = item.archive.sha1 or self._old_file(item.key, name)[0]
         if expected is None or not self._dest.exists(name):
             return "absent"
         update = self._reporter.progress(name)
@@ -328,17 +343,17 @@ class Fetcher:
         report = seen.report
         assert report is not None
         if not report.passed:  # verified by an older fetcher, which had no archive check
-            record = self._damaged(job, name, seen.size, expected, report, where=name)
+            record = self._damaged(item, name, seen.size, expected, report, where=name)
         else:
-            files = (FileRecord.checked(name, seen.size, expected, report),)
-            record = self._record(job, "verified", "already verified on disk", files=files)
+            files = (self._file(item, name, seen.size, expected, report),)
+            record = self._record(item, "verified", "already verified on disk", files=files)
         self._finish(record)
         return "verified"
 
-    def _changed_on_disk(self, job: RestoreJob, name: str, why_not: str) -> JobRecord:
+    def _changed_on_disk(self, item: Item, name: str, why_not: str) -> JobRecord:
         """An archive that no longer matches its SHA1 and cannot be fetched again is corrupt."""
-        expected, size = self._old_file(job.id, name)
-        expected = job.sha1 or expected
+        expected, size = self._old_file(item.key, name)
+        expected = item.archive.sha1 or expected
         assert expected is not None
         if size is None:
             size = self._dest.size(name) or 0
@@ -347,28 +362,38 @@ class Fetcher:
             f" ({why_not})"
         )
         files = (FileRecord(name, size, expected),)
-        return self._record(job, "failed", reason, files=files, failure="integrity")
+        return self._record(item, "failed", reason, files=files, failure="integrity")
 
-    def _kept_part_verifies(self, job: RestoreJob, name: str) -> bool:
+    def _kept_part_verifies(self, item: Item, name: str) -> bool:
         """A complete partial file kept for want of a SHA1 can be verified with no link at all."""
         part = partial_name(name)
-        if job.sha1 is None or not self._dest.exists(part):
+        expected = item.archive.sha1
+        if expected is None or not self._dest.exists(part):
             return False
         seen = examine(self._dest, part)
-        if seen is None or seen.sha1 != job.sha1:
+        if seen is None or seen.sha1 != expected:
             return False  # incomplete or stale: it stays for a resume while the link allows
         report = seen.report
         assert report is not None
         if not report.passed:
-            self._finish(self._damaged(job, name, seen.size, job.sha1, report, where=part))
+            self._finish(self._damaged(item, name, seen.size, expected, report, where=part))
             return True
         commit(self._dest, name)
-        files = (FileRecord.checked(name, seen.size, job.sha1, report),)
-        self._finish(self._record(job, "verified", "verified the bytes kept earlier", files=files))
+        files = (self._file(item, name, seen.size, expected, report),)
+        self._finish(self._record(item, "verified", "verified the bytes kept earlier", files=files))
         return True
 
+    def _file(
+        self, item: Item, name: str, size: int, sha1: str, report: ArchiveReport
+    ) -> FileRecord:
+        """The manifest's record of a checked archive; the API's replica set name comes first."""
+        record = FileRecord.checked(name, size, sha1, report)
+        if item.archive.replica_set and record.archive_check == "passed":
+            record = replace(record, replica_set=item.archive.replica_set)
+        return record
+
     def _damaged(
-        self, job: RestoreJob, name: str, size: int, sha1: str, report: ArchiveReport, *, where: str
+        self, item: Item, name: str, size: int, sha1: str, report: ArchiveReport, *, where: str
     ) -> JobRecord:
         """The bytes are the ones the API published (the SHA1 says so), and they do not open."""
         reason = (
@@ -378,7 +403,7 @@ class Fetcher:
         # Under its final name (an older fetcher had no archive check) the file is recorded,
         # so that verify looks at it too; a partial file is not an archive of the batch.
         files = (FileRecord(name, size, sha1),) if where == name else ()
-        return self._record(job, "failed", reason, name=name, failure="integrity", files=files)
+        return self._record(item, "failed", reason, name=name, failure="integrity", files=files)
 
     def _old_file(self, job_id: str, name: str) -> tuple[str | None, int | None]:
         """The SHA1 and size an earlier run verified for this archive, if any."""
@@ -390,38 +415,39 @@ class Fetcher:
 
     # -- downloading ---------------------------------------------------------------------
 
-    def _download_job(self, job: RestoreJob, name: str) -> None:
+    def _download_job(self, item: Item, name: str) -> None:
         try:
-            record = self._transfer_and_verify(job, name)
+            record = self._transfer_and_verify(item, name)
         except FetcherError as exc:
             if self._stop.is_set():
                 return  # interrupted: run() has already raised, and the partial file stays
             failure: mf.Failure = "integrity" if exc.exit_code == 4 else "error"
-            record = self._record(job, "failed", str(exc), name=name, failure=failure)
+            record = self._record(item, "failed", str(exc), name=name, failure=failure)
         except httpx.HTTPError as exc:  # e.g. a redirect loop: this job fails, the batch goes on
-            reason = f"{name}: {type(exc).__name__} from {display_url(job.delivery.url or '')}"
-            record = self._record(job, "failed", reason, name=name, failure="error")
+            reason = f"{name}: {type(exc).__name__} from {item.archive.display}"
+            record = self._record(item, "failed", reason, name=name, failure="error")
         except OSError as exc:
             record = self._record(
-                job, "failed", f"{name}: {exc.strerror or exc}", name=name, failure="error"
+                item, "failed", f"{name}: {exc.strerror or exc}", name=name, failure="error"
             )
         except Exception as exc:  # noqa: BLE001 - one odd job must not sink the batch
             reason = f"{name}: unexpected {type(exc).__name__}"
-            record = self._record(job, "failed", reason, name=name, failure="error")
+            record = self._record(item, "failed", reason, name=name, failure="error")
         self._finish(record)
 
-    def _transfer_and_verify(self, job: RestoreJob, name: str) -> JobRecord:
-        assert job.delivery.url is not None
+    def _transfer_and_verify(self, item: Item, name: str) -> JobRecord:
+        job, archive = item.job, item.archive
+        assert archive.url is not None
         source = Source(
-            job_id=job.id,
-            url=job.delivery.url,
-            display=display_url(job.delivery.url),
-            bearer=job.delivery.bearer,
+            job_id=item.key,
+            url=archive.url,
+            display=archive.display,
+            bearer=archive.bearer,
             max_downloads=job.delivery.max_downloads,
         )
-        result = self._download(source, name, job.sha1, fresh=False)
+        result = self._download(source, name, archive.sha1, fresh=False)
         attempts = result.attempts
-        expected = job.sha1 or self._late_sha1(job)
+        expected = archive.sha1 or (self._late_sha1(item) if job.publishes_sha1 else None)
         report = result.archive
         assert report is not None  # every download runs the archive check
         if expected is not None:
@@ -440,6 +466,10 @@ class Fetcher:
             report = result.archive
             assert report is not None
         part = partial_name(name)
+        if expected is None and not job.publishes_sha1 and report.passed:
+            # Atlas v2 publishes no SHA1: an archive that passes the check is the verified one,
+            # and the SHA1 computed here is what later runs and `verify` compare with.
+            return self._verified(item, name, result.sha1, result, attempts)
         if expected is None:
             if not report.passed:
                 reason = (
@@ -447,22 +477,39 @@ class Fetcher:
                     f" whether the transfer or the published archive is at fault; the bytes stay"
                     f" in {part} (delete it to download the archive again)"
                 )
-                return self._record(job, "failed", reason, name=name, failure="integrity")
+                return self._record(item, "failed", reason, name=name, failure="integrity")
             reason = (
                 f"the API publishes no SHA1 for it yet; {result.size} bytes kept in"
                 f" {part} (sha1 {result.sha1}, archive check passed); run fetch again to verify"
             )
-            return self._record(job, "unverified", reason, name=name, result=result)
+            return self._record(item, "unverified", reason, name=name, result=result)
         if result.sha1 != expected:
             discard(self._dest, name)
             reason = f"SHA1 mismatch: expected {expected}, got {result.sha1}"
-            return self._record(job, "failed", reason, name=name, failure="integrity")
+            return self._record(item, "failed", reason, name=name, failure="integrity")
         if not report.passed:
-            record = self._damaged(job, name, result.size, expected, report, where=part)
+            record = self._damaged(item, name, result.size, expected, report, where=part)
+            return _with_stats(record, attempts, result)
+        return self._verified(item, name, expected, result, attempts)
+
+    def _verified(
+        self, item: Item, name: str, sha1: str, result: PartResult, attempts: int
+    ) -> JobRecord:
+        """Give a checked archive its final name, unless it is not the replica set listed."""
+        report = result.archive
+        assert report is not None
+        assert report.passed
+        listed, inside = item.archive.replica_set, report.replica_set
+        if listed and inside and listed != inside:
+            reason = (
+                f"the API lists {name} as replica set {listed}, but its restoreInfo.txt names"
+                f" {inside}; the bytes stay in {partial_name(name)}"
+            )
+            record = self._record(item, "failed", reason, name=name, failure="integrity")
             return _with_stats(record, attempts, result)
         commit(self._dest, name)
-        files = (FileRecord.checked(name, result.size, expected, report),)
-        record = self._record(job, "verified", "downloaded", files=files)
+        files = (self._file(item, name, result.size, sha1, report),)
+        record = self._record(item, "verified", "downloaded", files=files)
         return _with_stats(record, attempts, result)
 
     def _download(self, source: Source, name: str, sha1: str | None, *, fresh: bool) -> PartResult:
@@ -479,16 +526,16 @@ class Fetcher:
             check=ArchiveCheck,
         ).run(fresh=fresh)
 
-    def _late_sha1(self, job: RestoreJob) -> str | None:
+    def _late_sha1(self, item: Item) -> str | None:
         """The API documents hashes[] as filled only after the download: ask again."""
-        again = self._api.get_job(self._target.group, self._target.cluster, job.id)
-        return again.sha1
+        again = self._api.get_job(self._target.group, self._target.cluster, item.job.id)
+        return next((a.sha1 for a in again.archives if a.key == item.key), None)
 
     # -- recording -----------------------------------------------------------------------
 
     def _record(
         self,
-        job: RestoreJob,
+        item: Item,
         outcome: mf.Outcome,
         reason: str,
         *,
@@ -497,11 +544,11 @@ class Fetcher:
         failure: mf.Failure | None = None,
         result: PartResult | None = None,
     ) -> JobRecord:
-        info = job.record()
+        info = item.job.record(item.archive)
         if name and not files:
             info["fileName"] = name
         record = JobRecord(
-            id=job.id,
+            id=item.key,
             outcome=outcome,
             reason=self._redactor.scrub(reason),
             files=files,

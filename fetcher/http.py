@@ -17,9 +17,10 @@ import httpx
 
 from fetcher import __version__
 from fetcher.api import OriginDigestAuth
-from fetcher.config import Credentials, Settings
+from fetcher.auth import ServiceAccountAuth, token_url
+from fetcher.config import Auth, Credentials, Settings
 from fetcher.errors import ConfigError
-from fetcher.redact import display_url, origin
+from fetcher.redact import Redactor, display_url, origin
 
 Log = Callable[[str], None]
 # What a support log shows of each request and answer: the headers that drive resuming,
@@ -125,14 +126,33 @@ def _listed(headers: list[str]) -> str:
 
 
 def api_client(
-    settings: Settings, credentials: Credentials, *, log: Log | None = None
+    settings: Settings,
+    credentials: Auth,
+    *,
+    log: Log | None = None,
+    redactor: Redactor | None = None,
 ) -> httpx.Client:
-    """The API client: digest auth bound to the API origin, no redirects followed by httpx."""
+    """The API client: credentials bound to the API origin, no redirects followed by httpx.
+
+    An API key pair answers digest challenges; a service account gets bearer tokens from the
+    API host's OAuth endpoint (its secret, and each token, go to `redactor` when given).
+    """
     api_origin = origin(settings.base_url)
-    return httpx.Client(
-        auth=OriginDigestAuth(
+    auth: httpx.Auth
+    if isinstance(credentials, Credentials):
+        auth = OriginDigestAuth(
             credentials.public_key, credentials.private_key, api_origin=api_origin
-        ),
+        )
+    else:
+        auth = ServiceAccountAuth(
+            credentials.client_id,
+            credentials.client_secret,
+            api_origin=api_origin,
+            token_url=token_url(settings.base_url),
+            redactor=redactor,
+        )
+    return httpx.Client(
+        auth=auth,
         timeout=_timeout(settings),
         verify=tls_context(settings),
         follow_redirects=False,

@@ -222,11 +222,13 @@ def combine(manifests: list[Manifest]) -> Manifest:
         for job in manifest.jobs:
             if job.id not in jobs or (job.outcome == "verified" != jobs[job.id].outcome):
                 jobs[job.id] = job
-    return replace(
-        first,
-        jobs=tuple(sorted(jobs.values(), key=_job_order)),
-        selection=(),
-        batch_job_ids=tuple(sorted({i for m in manifests for i in m.batch_job_ids})),
+    return _superseded(
+        replace(
+            first,
+            jobs=tuple(sorted(jobs.values(), key=_job_order)),
+            selection=(),
+            batch_job_ids=tuple(sorted({i for m in manifests for i in m.batch_job_ids})),
+        )
     )
 
 
@@ -236,10 +238,28 @@ def merge(old: Manifest | None, new: Manifest) -> Manifest:
         old = replace(new, jobs=(), batch_job_ids=())
     seen = {j.id for j in new.jobs}
     kept = tuple(j for j in old.jobs if j.id not in seen)
+    return _superseded(
+        replace(
+            new,
+            jobs=tuple(sorted(kept + new.jobs, key=_job_order)),
+            batch_job_ids=tuple(sorted({*old.batch_job_ids, *new.batch_job_ids})),
+        )
+    )
+
+
+def _superseded(manifest: Manifest) -> Manifest:
+    """Drop what stood for a whole job once entries for each of its archives are here.
+
+    A job that delivers several archives (an Atlas Cloud Backup sharded restore) is listed
+    as one slot until it finishes, then as one entry per archive, each naming it in `jobId`.
+    """
+    split = {j.info["jobId"] for j in manifest.jobs if isinstance(j.info.get("jobId"), str)}
+    if not split:
+        return manifest
     return replace(
-        new,
-        jobs=tuple(sorted(kept + new.jobs, key=_job_order)),
-        batch_job_ids=tuple(sorted({*old.batch_job_ids, *new.batch_job_ids})),
+        manifest,
+        jobs=tuple(j for j in manifest.jobs if j.id not in split),
+        batch_job_ids=tuple(i for i in manifest.batch_job_ids if i not in split),
     )
 
 

@@ -44,6 +44,11 @@ def display_url(url: str) -> str:
     return f"{origin(url)}/…/{name}" if name else origin(url)
 
 
+def public_url(url: str) -> str:
+    """Show a pre-signed link as origin + path: its query holds the signature."""
+    return origin(url) + urlsplit(url).path
+
+
 class Redactor:
     """Collects secrets as they become known and masks them in any text."""
 
@@ -57,12 +62,16 @@ class Redactor:
             with self._lock:
                 self._secrets.add(secret)
 
-    def add_url(self, url: str | None, *, public: Iterable[str | None] = ()) -> None:
-        """Remember every path segment of a pull URL except the file name, fixed words and
-        the ids in `public` (the job's own ids, which messages need to show).
+    def add_url(
+        self, url: str | None, *, public: Iterable[str | None] = (), path: bool = True
+    ) -> None:
+        """Remember the query of a link and, with `path` (a legacy pull link, whose path holds
+        a token), every path segment except the file name, fixed words and the ids in
+        `public` (the job's own ids, which messages need to show).
 
         Any other segment may be the token, whatever it looks like: a token that happens to
-        look like an ObjectId is still a token.
+        look like an ObjectId is still a token. A pre-signed link keeps its secret in the
+        query only; its path (bucket, cluster and file names) stays readable.
         """
         if not url:
             return
@@ -71,6 +80,8 @@ class Redactor:
         self.add(parts.query)
         for _key, value in parse_qsl(parts.query, keep_blank_values=True):
             self.add(value)  # presigned links carry their signature in the query
+        if not path:
+            return
         keep = _PUBLIC_SEGMENTS | {p for p in public if p}
         segments = [s for s in parts.path.split("/") if s]
         for segment in segments[:-1]:

@@ -15,6 +15,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from fetcher.cli import main
+from tests.atlasv2 import AtlasV2
 from tests.pullserver import PullServer
 from tests.support import (
     API_ROOT,
@@ -178,13 +179,28 @@ def atlas(httpserver: HTTPServer, pull: PullServer) -> Atlas:
 
 
 @pytest.fixture
+def atlas_v2(httpserver: HTTPServer, pull: PullServer) -> AtlasV2:
+    """Atlas Cloud Backup's restore jobs (API v2) of another cluster; add jobs with add()."""
+    return AtlasV2(httpserver, pull)
+
+
+@pytest.fixture
 def creds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Credentials in the Atlas CLI's variables, and nothing else that could leak in."""
-    for var in ("MCLI_PUBLIC_API_KEY", "MCLI_PRIVATE_API_KEY", "SSL_CERT_FILE", "FETCHER_BASE_URL"):
+    for var in (
+        "MCLI_PUBLIC_API_KEY",
+        "MCLI_PRIVATE_API_KEY",
+        "MONGODB_ATLAS_CLIENT_ID",
+        "MONGODB_ATLAS_CLIENT_SECRET",
+        "SSL_CERT_FILE",
+        "FETCHER_BASE_URL",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MONGODB_ATLAS_PUBLIC_API_KEY", PUBLIC_KEY)
     monkeypatch.setenv("MONGODB_ATLAS_PRIVATE_API_KEY", PRIVATE_KEY)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    # No Atlas CLI profile of the machine's user may stand in for the test's credentials.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
 
 
 def run_cli(*args: str) -> Result:

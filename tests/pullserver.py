@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 CHUNK = 256 * 1024
 HOLD_LIMIT = 60.0  # a held stream lets go by itself after this long, so no test hangs
@@ -56,6 +57,8 @@ class Resource:
     last_modified: str = "Wed, 21 Oct 2026 07:28:00 GMT"
     content_encoding: str | None = None
     faults: list[Fault] = field(default_factory=list)
+    # A pre-signed link's: the query must carry this X-Amz-Signature, and no Authorization.
+    signature: str | None = None
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -133,6 +136,11 @@ class PullServer:
         if resource is None:
             self._reply(h, served, 404, b"not found")
             return
+        if resource.signature is not None:
+            refused = _presigned_refusal(h.path, headers, resource.signature)
+            if refused is not None:
+                self._reply(h, served, *refused)
+                return
         fault = resource.faults.pop(0) if resource.faults else Fault()
         if fault.redirect_to is not None:
             self._reply(h, served, 302, b"", {"Location": fault.redirect_to})
@@ -207,6 +215,18 @@ class PullServer:
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         h.wfile.write(body)
+
+
+def _presigned_refusal(
+    path: str, headers: dict[str, str], signature: str
+) -> tuple[int, bytes] | None:
+    """What S3 answers a pre-signed link whose signature is wrong, or that also carries auth."""
+    if "authorization" in headers:
+        return 400, b"<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed"
+    query = parse_qs(urlsplit(path).query)
+    if query.get("X-Amz-Signature") != [signature]:
+        return 403, b"<Error><Code>SignatureDoesNotMatch</Code></Error>"
+    return None
 
 
 def _stall(fault: Fault) -> None:

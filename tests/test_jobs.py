@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fetcher.errors import ApiError
-from fetcher.jobs import parse_job, readiness
+from fetcher.jobs import parse_job, parse_v2_job, readiness
 from tests.support import job_json
 
 NOW = datetime.now(UTC)
@@ -56,14 +56,14 @@ def test_expiry_is_compared_with_the_clock_given() -> None:
 
 def test_hashes_and_names() -> None:
     job = parse_job(_job(sha1_hex="ABCDEF" + "0" * 34, file_name="shard0.tar.gz"))
-    assert job.sha1 == "abcdef" + "0" * 34  # compared lower-case
-    assert job.name_candidates() == ["shard0.tar.gz", "x.tar.gz"]
+    assert job.archives[0].sha1 == "abcdef" + "0" * 34  # compared lower-case
+    assert list(job.archives[0].names) == ["shard0.tar.gz", "x.tar.gz"]
 
 
 def test_hashes_may_be_missing_until_the_download() -> None:
     job = parse_job(_job(with_hashes=False))
-    assert job.sha1 is None
-    assert job.name_candidates() == ["x.tar.gz"]
+    assert job.archives[0].sha1 is None
+    assert list(job.archives[0].names) == ["x.tar.gz"]
 
 
 def test_ops_manager_url_v2_with_bearer() -> None:
@@ -75,8 +75,8 @@ def test_ops_manager_url_v2_with_bearer() -> None:
         authValue="s3cr3t-bearer",
     )
     job = parse_job(obj)
-    assert job.delivery.url == URL
-    assert job.delivery.bearer == "s3cr3t-bearer"
+    assert job.archives[0].url == URL
+    assert job.archives[0].bearer == "s3cr3t-bearer"
     assert "s3cr3t" not in repr(job) and "TOKEN123456" not in repr(job)
 
 
@@ -105,3 +105,63 @@ def test_record_holds_what_an_operator_needs_and_no_secret() -> None:
     assert record["snapshotId"] and record["clusterId"] and record["created"]
     assert record["timestamp"] == {"date": "2026-11-28T09:00:00Z", "increment": 1}
     assert "TOKEN123456" not in str(record)
+
+
+V2_LINK = "https://bucket.example/restore/{rs}/restore.tar.gz?X-Amz-Signature=abcdef123456"
+
+
+def _v2(**fields: Any) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "id": "6a1b2c3d4e5f60718293a4b6",
+        "deliveryType": "download",
+        "expired": False,
+        "failed": False,
+        "cancelled": False,
+        "finishedAt": "2026-11-28T10:00:00Z",
+        "expiresAt": (NOW + timedelta(hours=1)).isoformat(),
+        "components": [
+            {"replicaSetName": rs, "downloadUrl": V2_LINK.format(rs=rs)}
+            for rs in ("c-shard-0", "c-config-0")
+        ],
+    }
+    job.update(fields)
+    return job
+
+
+def test_v2_components_whose_links_share_a_file_name_are_named_by_replica_set() -> None:
+    job = parse_v2_job(_v2())
+    assert [a.names[0] for a in job.archives] == ["c-shard-0.tar.gz", "c-config-0.tar.gz"]
+    assert [a.key for a in job.archives] == [f"{job.id}:c-shard-0", f"{job.id}:c-config-0"]
+    assert job.archives[0].display == "https://bucket.example/restore/c-shard-0/restore.tar.gz"
+    assert not job.publishes_sha1 and all(a.sha1 is None for a in job.archives)
+    assert readiness(job, NOW) == ("ready", "ready")
+    assert readiness(job, NOW + timedelta(hours=2))[0] == "never"  # expiresAt is checked too
+
+
+def test_v2_replica_set_job_is_keyed_by_the_job_and_named_by_its_link() -> None:
+    link = "https://bucket.example/x/rs0-2026.tar.gz?sig=s3cr3t-signature"
+    job = parse_v2_job(_v2(components=None, deliveryUrl=[link]))
+    (archive,) = job.archives
+    assert (archive.key, archive.names, archive.replica_set) == (job.id, ("rs0-2026.tar.gz",), None)
+
+
+def test_an_unfinished_v2_job_has_one_slot_and_no_name() -> None:
+    job = parse_v2_job(_v2(finishedAt=None, components=None, deliveryUrl=[], expiresAt=None))
+    (archive,) = job.archives
+    assert (archive.key, archive.names, archive.url) == (job.id, (), None)
+    assert readiness(job, NOW) == ("wait", "not finished yet")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"components": "nope"}, "malformed components"),
+        ({"components": [{"replicaSetName": "a"}, {"replicaSetName": "a"}]}, "replica set twice"),
+        ({"components": None, "deliveryUrl": "https://x/y"}, "not a list"),
+        ({"components": [{"downloadUrl": "ftp://x/y.tar.gz"}]}, "not HTTP"),
+        ({"expiresAt": "soon"}, "unreadable expiry"),
+    ],
+)
+def test_malformed_v2_jobs_are_rejected(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ApiError, match=message):
+        parse_v2_job(_v2(**fields))

@@ -104,8 +104,8 @@ def test_an_unsafe_hash_name_yields_to_a_safe_url_segment() -> None:
             sha1_hex="a" * 40,
         )
     )
-    assert job.name_candidates() == ["../../evil.tar.gz", "good.tar.gz"]
-    assert choose_name(job.name_candidates()) == "good.tar.gz"
+    assert list(job.archives[0].names) == ["../../evil.tar.gz", "good.tar.gz"]
+    assert choose_name(list(job.archives[0].names)) == "good.tar.gz"
 
 
 def test_a_percent_encoded_url_segment_is_decoded_before_the_check() -> None:
@@ -116,6 +116,6 @@ def test_a_percent_encoded_url_segment_is_decoded_before_the_check() -> None:
             sha1_hex="a" * 40,
         )
     )
-    assert job.name_candidates() == ["../../evil.tar.gz"]
+    assert list(job.archives[0].names) == ["../../evil.tar.gz"]
     with pytest.raises(UnsafeNameError):
-        choose_name(job.name_candidates())
+        choose_name(list(job.archives[0].names))

@@ -421,8 +421,9 @@ def _netrc(tmp_path: Path, text: str) -> Path:
 def test_netrc_is_the_third_source_of_credentials(tmp_path: Path) -> None:
     base = "https://api.example/api/public/v1.0"
     path = _netrc(tmp_path, "machine api.example login netrc-user password netrc-secret-1\n")
-    env = {"NETRC": str(path)}
+    env = {"NETRC": str(path), "HOME": str(tmp_path)}  # no Atlas CLI profile either
     found = load_credentials(env, base)
+    assert isinstance(found, Credentials)
     assert (found.public_key, found.private_key, found.source) == (
         "netrc-user",
         "netrc-secret-1",
@@ -431,10 +432,12 @@ def test_netrc_is_the_third_source_of_credentials(tmp_path: Path) -> None:
     assert "netrc-secret-1" not in repr(found)
     # The environment wins, even over a netrc entry for the host.
     pair = {"MONGODB_ATLAS_PUBLIC_API_KEY": "env-user", "MONGODB_ATLAS_PRIVATE_API_KEY": "env-pw"}
-    assert load_credentials({**env, **pair}, base).public_key == "env-user"
+    assert load_credentials({**env, **pair}, base) == Credentials(
+        "env-user", "env-pw", source="MONGODB_ATLAS_PUBLIC_API_KEY/MONGODB_ATLAS_PRIVATE_API_KEY"
+    )
     # An empty variable is not set.
     empty = {"MONGODB_ATLAS_PUBLIC_API_KEY": "", "MONGODB_ATLAS_PRIVATE_API_KEY": ""}
-    assert load_credentials({**env, **empty}, base).public_key == "netrc-user"
+    assert load_credentials({**env, **empty}, base) == found
     # An entry for another host is not for us.
     with pytest.raises(ConfigError, match="no API credentials"):
         load_credentials(env, "https://other.example/api/public/v1.0")
@@ -908,7 +911,7 @@ def test_gzip_within_the_cap_is_read(httpserver: HTTPServer) -> None:
     )
     for client in _library_client(_api_base(httpserver)):
         (job,) = client.list_jobs(GROUP, CLUSTER)
-        assert job.sha1 == "a" * 40
+        assert job.archives[0].sha1 == "a" * 40
 
 
 def test_a_next_link_loop_is_an_error(httpserver: HTTPServer, creds: None) -> None:
