@@ -327,19 +327,22 @@ def list_command(
     if not rows:
         click.echo("no restore jobs")
         return
-    with_sets = any(a["replicaSet"] for r in rows for a in r["archives"])
-    headers = ("JOB ID", "FILE", "REPLICA SET", "JOB", "DELIVERY", "EXPIRES", "DOWNLOADABLE")
-    table: list[tuple[str, ...]] = [headers]
+    headers = ("JOB ID", "FILE", "REPLICA SET", "TYPE", "JOB", "DELIVERY", "EXPIRES")
+    table: list[tuple[str, ...]] = [(*headers, "DOWNLOADABLE")]
     for r in rows:
         ready = "yes" if r["readiness"] == "ready" else r["reason"]
+        job_cells = (r["deliveryMethod"], r["statusName"], r["deliveryStatus"], r["expires"] or "-")
         for i, a in enumerate(r["archives"]):
-            # A job's further archives go on lines of their own, under its first.
-            job_cells = (r["statusName"], r["deliveryStatus"], r["expires"] or "-", ready)
-            values = (r["id"], a["fileName"] or "-", a["replicaSet"] or "-", *job_cells)
+            values = (r["id"], a["fileName"] or "-", a["replicaSet"] or "-", *job_cells, ready)
             cells = tuple(str(c) for c in values)
-            table.append(cells if i == 0 else ("", cells[1], cells[2], "", "", "", ""))
-    if not with_sets:
-        table = [row[:2] + row[3:] for row in table]
+            # A job's further archives go on lines of their own, under its first.
+            table.append(cells if i == 0 else ("", cells[1], cells[2], *[""] * 5))
+    # Columns that say nothing for this listing are left out: replica sets the API does not
+    # name (legacy), and the delivery type when every job is a plain HTTP delivery.
+    unnamed = all(not a["replicaSet"] for r in rows for a in r["archives"])
+    plain = all(r["deliveryMethod"] == "HTTP" for r in rows)
+    dropped = {i for i, drop in ((2, unnamed), (3, plain)) if drop}
+    table = [tuple(c for i, c in enumerate(row) if i not in dropped) for row in table]
     for line in _table(table):
         click.echo(_shown(line))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -140,18 +141,22 @@ def default_group(env: Mapping[str, str], profile: str | None) -> str | None:
     return found.project_id if found is not None else None
 
 
-def atlas_cli_config(env: Mapping[str, str]) -> Path:
-    """The Atlas CLI's config.toml: under $XDG_CONFIG_HOME, else under $HOME/.config.
+def atlas_cli_config(env: Mapping[str, str], *, platform: str = sys.platform) -> Path:
+    """The Atlas CLI's config.toml, where the Atlas CLI keeps it (Go's os.UserConfigDir).
 
-    That is $XDG_CONFIG_HOME/atlascli/config.toml, else ~/.config/atlascli/config.toml, with
-    HOME from ``env``, else Path.home(). An empty or relative $XDG_CONFIG_HOME is ignored, as
-    the XDG Base Directory specification asks.
+    On Linux and other Unixes: $XDG_CONFIG_HOME/atlascli/config.toml, else
+    ~/.config/atlascli/config.toml (an empty or relative $XDG_CONFIG_HOME is ignored, as the
+    XDG Base Directory specification asks). On macOS: ~/Library/Application Support/atlascli/.
+    HOME comes from ``env``, else Path.home().
     """
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
     xdg = env.get("XDG_CONFIG_HOME", "")
-    if xdg and Path(xdg).is_absolute():
+    if platform == "darwin":
+        base = home / "Library" / "Application Support"
+    elif xdg and Path(xdg).is_absolute():
         base = Path(xdg)
     else:
-        base = (Path(env["HOME"]) if env.get("HOME") else Path.home()) / ".config"
+        base = home / ".config"
     return base / "atlascli" / "config.toml"
 
 

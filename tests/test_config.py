@@ -87,6 +87,9 @@ def test_config_path_is_under_xdg_config_home_else_home(tmp_path: Path) -> None:
     assert atlas_cli_config({"HOME": str(home), "XDG_CONFIG_HOME": "rel/dir"}) == expected_home
     # No HOME in the mapping: the process's home directory.
     assert atlas_cli_config({}) == Path.home() / ".config" / "atlascli" / "config.toml"
+    # macOS: where Go's os.UserConfigDir puts it, whatever XDG_CONFIG_HOME says.
+    mac = home / "Library" / "Application Support" / "atlascli" / "config.toml"
+    assert atlas_cli_config(both, platform="darwin") == mac
 
 
 def test_profiles_are_read_from_xdg_config_home_not_home(tmp_path: Path) -> None:

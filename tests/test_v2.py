@@ -189,11 +189,14 @@ def test_list_shows_each_archive_and_its_replica_set_and_no_query(
 ) -> None:
     job = atlas_v2.add()
     atlas_v2.add(state="expired")
+    atlas_v2.add(delivery_type="automated")
     table = run_cli(*v2_args(atlas_v2, "list"))
     assert table.exit_code == 0, table.stderr
-    assert "REPLICA SET" in table.output
+    assert "REPLICA SET" in table.output and "TYPE" in table.output
     assert f"{SHARD}.tar.gz" in table.output and CONFIG in table.output
     assert "expired" in table.output
+    automated = next(line for line in table.output.splitlines() if "automated" in line)
+    assert "not a download restore (automated)" in automated
     doc = json.loads(run_cli(*v2_args(atlas_v2, "list", "--json")).output)
     listed = next(j for j in doc["jobs"] if j["id"] == job.id)
     assert listed["deliveryMethod"] == "download"
