@@ -280,10 +280,12 @@ def list_command(
     from fetcher.jobs import iso_utc, readiness
 
     settings = _settings(base_url, ca_cert, timeout, retries, verbose)
+    from fetcher.api import is_v2
+
+    if batch_id and is_v2(settings.base_url):
+        raise click.UsageError(_NO_BATCHES)
     group = _group(group, profile)
     http, api = _api(settings, profile)
-    if batch_id and api.v2:
-        raise click.UsageError(_NO_BATCHES)
     with http:
         jobs = api.list_jobs(group, cluster, batch_id)
     now = datetime.now(UTC)
@@ -389,6 +391,13 @@ def _name_of(names: tuple[str, ...]) -> str:
     help="Archives downloaded at once.",
 )
 @click.option(
+    "--connections",
+    type=click.IntRange(1, 16),
+    metavar="N",
+    help="Connections per archive, each fetching byte ranges [default: 4, or 1 for links"
+    " that allow fewer than 1000 downloads].",
+)
+@click.option(
     "--only",
     "only",
     multiple=True,
@@ -429,6 +438,7 @@ def fetch_command(
     job_id: str | None,
     dest: Path | None,
     parallel: int,
+    connections: int | None,
     only: tuple[str, ...],
     wait: bool,
     poll_interval: float,
@@ -444,10 +454,12 @@ def fetch_command(
     if bool(batch_id) == bool(job_id):
         raise click.UsageError("give exactly one of --batch BATCH-ID or --job JOB-ID")
     settings = _settings(base_url, ca_cert, timeout, retries, verbose, parallel)
+    from fetcher.api import is_v2
+
+    if is_v2(settings.base_url) and batch_id:
+        raise click.UsageError(_NO_BATCHES)
     group = _group(group, profile)
     http, api = _api(settings, profile)
-    if api.v2 and batch_id:
-        raise click.UsageError(_NO_BATCHES)
     # Atlas Cloud Backup's restore is one job with an archive per replica set: the job is
     # the batch, and the manifest judges its archives as one restore set.
     batch_id = job_id if api.v2 else batch_id
@@ -472,6 +484,7 @@ def fetch_command(
                 redactor=REDACTOR,
                 policy=RetryPolicy(retries=retries),
                 parallel=parallel,
+                connections=connections,
                 wait=WaitPolicy(enabled=wait, poll_interval=poll_interval, timeout=wait_timeout),
             )
             try:
@@ -591,7 +604,9 @@ def verify_command(directories: tuple[Path, ...], deep: bool, as_json: bool, qui
         listed = "; ".join(f"{d}: batch {m.batch_id} of {m.cluster}" for d, m, _ in parts)
         raise ManifestError(f"the DIRs hold manifests of different batches ({listed})")
     manifest = mf.combine([m for _, m, _ in parts]) if len(parts) > 1 else parts[0][1]
-    checks = [c for _, _, found in parts for c in found]
+    # An entry that stood for a whole job gave way to entries for its archives: not checked.
+    ids = {job.id for job in manifest.jobs}
+    checks = [c for _, _, found in parts for c in found if c.job_id in ids]
     verified = {c.job_id for c in checks if c.status == "ok"}
     # A job verified in one DIR is the batch's, whatever another DIR says of it.
     checks = [c for c in checks if c.status != "not verified" or c.job_id not in verified]
@@ -695,6 +710,11 @@ class TerminalReporter:
         """Show a remark on stderr."""
         with self._lock:
             self._write(f"fetcher: {_shown(text)}", sys.stderr)
+
+    def remark(self, text: str) -> None:
+        """Show a remark on stderr, unless --quiet."""
+        if self._lines is not None:
+            self.note(text)
 
     def waiting(self, status: WaitStatus | None) -> None:
         """Show what --wait waits for: a status line on a terminal, else a line per change."""

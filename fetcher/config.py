@@ -90,21 +90,17 @@ def load_credentials(
 ) -> Auth:
     """Find credentials for the API; the first of these sources that has some wins.
 
-    1. MONGODB_ATLAS_CLIENT_ID and MONGODB_ATLAS_CLIENT_SECRET: a service account.
-    2. MONGODB_ATLAS_PUBLIC_API_KEY/MONGODB_ATLAS_PRIVATE_API_KEY, then
+    1. The Atlas CLI profile named by ``profile`` (--profile), which must exist and hold
+       credentials: a flag on the command line beats what the environment says.
+    2. MONGODB_ATLAS_CLIENT_ID and MONGODB_ATLAS_CLIENT_SECRET: a service account.
+    3. MONGODB_ATLAS_PUBLIC_API_KEY/MONGODB_ATLAS_PRIVATE_API_KEY, then
        MCLI_PUBLIC_API_KEY/MCLI_PRIVATE_API_KEY: an API key pair.
-    3. The Atlas CLI profile named by ``profile`` (--profile), which must exist and hold
-       credentials.
     4. The ~/.netrc entry ($NETRC, or ``netrc_path``) for the host of ``base_url``.
     5. The Atlas CLI's ``default`` profile, if there is one and it holds credentials.
 
-    The environment wins even over an explicit --profile, as it does for the Atlas CLI: a
-    variable set for one run overrides what is saved on disk. A variable set to the empty
-    string is not set; one variable of a pair without the other is a ConfigError.
+    A variable set to the empty string is not set; one variable of a pair without the other
+    is a ConfigError.
     """
-    found = _from_env(env)
-    if found is not None:
-        return found
     if profile is not None:
         named = load_profile(env, profile, required=True)
         if named is None or named.auth is None:  # required=True: None cannot happen
@@ -113,6 +109,9 @@ def load_credentials(
                 " client_id and client_secret, or public_api_key and private_api_key)"
             )
         return named.auth
+    found = _from_env(env)
+    if found is not None:
+        return found
     host = urlsplit(base_url).hostname or ""
     from_netrc = _from_netrc(host, netrc_path or _default_netrc(env))
     if from_netrc is not None:
@@ -131,11 +130,14 @@ def load_credentials(
 def default_group(env: Mapping[str, str], profile: str | None) -> str | None:
     """The project_id of profile ``profile`` (which must exist), else of ``default``, if any.
 
-    Reads config.toml only: no network. None when the profile has no project_id, or when no
-    profile was named and there is no config.toml or no ``default`` profile in it.
+    The ``default`` profile stands in only when the environment holds no credentials: a
+    project of one account must not go with the keys of another. Reads config.toml only (no
+    network). None when no profile applies or it has no project_id.
     """
     if profile is not None:
         found = load_profile(env, profile, required=True)
+    elif _from_env(env) is not None:
+        return None
     else:
         found = load_profile(env, DEFAULT_PROFILE, required=False)
     return found.project_id if found is not None else None

@@ -23,11 +23,14 @@ from fetcher.manifest import FileRecord, JobRecord, Manifest
 from fetcher.names import MANIFEST_NAME, choose_name, partial_name
 from fetcher.redact import Redactor
 from fetcher.retry import RetryPolicy
+from fetcher.segmented import MultiDownload
 from fetcher.storage import Destination, SpaceGuard
 from fetcher.transfer import Download, PartResult, Progress, Source, commit, discard
 from fetcher.verify import examine
 
 OnDisk = Literal["verified", "changed", "absent"]
+DEFAULT_CONNECTIONS = 4  # per archive, where ranged requests cost nothing
+COUNTED_BELOW = 1000  # a link allowing fewer downloads than this gets one connection
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,9 @@ class Reporter(Protocol):
     def note(self, text: str) -> None:
         """Hear a remark worth showing (a rebuilt manifest, a restart)."""
 
+    def remark(self, text: str) -> None:
+        """Hear a remark of interest only to whoever watches (--quiet drops it)."""
+
     def waiting(self, status: WaitStatus | None) -> None:
         """Hear what --wait waits for before each poll; None once it waits no more."""
 
@@ -138,6 +144,7 @@ class Fetcher:
         redactor: Redactor,
         policy: RetryPolicy,
         parallel: int = 4,
+        connections: int | None = None,
         wait: WaitPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -145,6 +152,8 @@ class Fetcher:
         self._api, self._pull, self._dest, self._target = api, pull, dest, target
         self._reporter, self._redactor, self._policy = reporter, redactor, policy
         self._parallel = max(1, parallel)
+        self._connections = connections  # per archive; None: DEFAULT_CONNECTIONS where free
+        self._told_limit = False
         self._wait = wait or WaitPolicy()
         self._clock, self._now = clock, now
         self._space = SpaceGuard(dest.free_bytes)
@@ -196,7 +205,7 @@ class Fetcher:
         self._dispatch(jobs, pending, pool, futures, final=not self._wait.enabled)
         deadline = self._clock() + self._wait.timeout
         try:
-            while self._wait.enabled and (pending or (not self._records and not futures)):
+            while self._wait.enabled and (pending or self._nothing_yet(futures)):
                 if self._clock() >= deadline:
                     break
                 self._reporter.waiting(wait_status(jobs, pending, self._wait.poll_interval))
@@ -211,6 +220,13 @@ class Fetcher:
             self._finish(self._record(item, "skipped", reason))
         for future in futures:
             future.result()
+
+    def _nothing_yet(self, futures: list[Future[None]]) -> bool:
+        """Nothing to decide on yet (a restore triggered a moment ago lists no job): wait.
+
+        Not when --only left every archive to other hosts: there is nothing to wait for.
+        """
+        return not self._records and not futures and not self._dropped
 
     # -- listing and deciding ------------------------------------------------------------
 
@@ -242,7 +258,7 @@ class Fetcher:
             # Readiness first: until a job is ready it has no link and often no hashes, so no
             # name. Only a ready job needs one; the others may still have an archive on disk.
             state, reason = readiness(job, self._now())
-            for archive in job.archives:
+            for archive in self._archives_of(job):
                 item = Item(job, archive)
                 with self._lock:
                     decided = item.key in self._records or item.key in self._name_of
@@ -277,6 +293,33 @@ class Fetcher:
             else:
                 self._release_name(name)
                 self._not_now(item, state, reason, pending, final=final, name=name)
+
+    def _archives_of(self, job: RestoreJob) -> tuple[Archive, ...]:
+        """The job's archives; for a job listed with none (expired, say), those it had.
+
+        A job that delivers several archives lists them only while its links live. Once they
+        are gone it shows as one slot with no name, yet the archives an earlier run verified
+        are still here, and still to be checked.
+        """
+        (first, *others) = job.archives
+        if others or first.names or first.url or first.key != job.id:
+            return job.archives
+        earlier = [
+            record
+            for record in (self._old.jobs if self._old else ())
+            if record.info.get("jobId") == job.id and record.files
+        ]
+        if not earlier:
+            return job.archives
+        return tuple(
+            Archive(
+                key=record.id,
+                names=tuple(f.name for f in record.files),
+                replica_set=_text(record.info.get("replicaSetName")),
+                secret_path=first.secret_path,
+            )
+            for record in earlier
+        )
 
     def _not_now(
         self,
@@ -513,6 +556,21 @@ class Fetcher:
         return _with_stats(record, attempts, result)
 
     def _download(self, source: Source, name: str, sha1: str | None, *, fresh: bool) -> PartResult:
+        connections = self._connections_for(source)
+        if connections > 1:
+            return MultiDownload(
+                self._pull,
+                self._dest,
+                name,
+                source,
+                connections=connections,
+                expected_sha1=sha1,
+                policy=self._policy,
+                space=self._space,
+                progress=self._reporter.progress(name),
+                stop=self._stop,
+                check=ArchiveCheck,
+            ).run(fresh=fresh)
         return Download(
             self._pull,
             self._dest,
@@ -525,6 +583,26 @@ class Fetcher:
             stop=self._stop,
             check=ArchiveCheck,
         ).run(fresh=fresh)
+
+    def _connections_for(self, source: Source) -> int:
+        """Connections for one archive: as asked, else the default where ranges cost nothing.
+
+        A legacy link with a finite download limit may count each ranged request as a
+        download: one connection there, unless --connections asks for more.
+        """
+        if self._connections is not None:
+            return self._connections
+        limit = source.max_downloads
+        if limit is not None and limit < COUNTED_BELOW:
+            with self._lock:
+                told, self._told_limit = self._told_limit, True
+            if not told:
+                self._reporter.remark(
+                    f"pull links here allow {limit} downloads: one connection per archive,"
+                    " since each ranged request may count (--connections N to override)"
+                )
+            return 1
+        return DEFAULT_CONNECTIONS
 
     def _late_sha1(self, item: Item) -> str | None:
         """The API documents hashes[] as filled only after the download: ask again."""
@@ -616,6 +694,10 @@ class Fetcher:
         t = self._target
         what = f"job {t.job_id}" if t.job_id else f"batch {t.batch_id}" if t.batch_id else "cluster"
         return f"{what} of cluster {t.cluster} in group {t.group}"
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _with_stats(record: JobRecord, attempts: int, result: PartResult) -> JobRecord:

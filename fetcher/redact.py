@@ -78,8 +78,9 @@ class Redactor:
         parts = urlsplit(url)
         self.add(parts.password)
         self.add(parts.query)
-        for _key, value in parse_qsl(parts.query, keep_blank_values=True):
-            self.add(value)  # presigned links carry their signature in the query
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key.lower() not in _PUBLIC_PARAMS:
+                self.add(value)  # presigned links carry their signature in the query
         if not path:
             return
         keep = _PUBLIC_SEGMENTS | {p for p in public if p}
@@ -98,6 +99,26 @@ class Redactor:
         return text
 
 
+# Query parameters of pre-signed links (S3, GCS, Azure) that say how and until when, not who:
+# masking their values would mask dates and words in every message.
+_PUBLIC_PARAMS = frozenset(
+    {
+        "x-amz-algorithm",
+        "x-amz-date",
+        "x-amz-expires",
+        "x-amz-signedheaders",
+        "x-goog-algorithm",
+        "x-goog-date",
+        "x-goog-expires",
+        "x-goog-signedheaders",
+        "sv",
+        "se",
+        "st",
+        "sp",
+        "sr",
+        "spr",
+    }
+)
 # Path words of MongoDB pull URLs that are not secret.
 _PUBLIC_SEGMENTS = frozenset({"backup", "restore", "v2", "pull", "api", "public", "v1.0"})
 

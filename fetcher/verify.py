@@ -107,15 +107,21 @@ def with_reports(manifest: Manifest, checks: list[Check]) -> Manifest:
         replace(
             job,
             files=tuple(
-                FileRecord.checked(f.name, f.size, f.sha1, found[(job.id, f.name)])
-                if (job.id, f.name) in found
-                else f
+                _rechecked(f, found[(job.id, f.name)]) if (job.id, f.name) in found else f
                 for f in job.files
             ),
         )
         for job in manifest.jobs
     )
     return replace(manifest, jobs=jobs)
+
+
+def _rechecked(record: FileRecord, report: ArchiveReport) -> FileRecord:
+    """A record with what the check found; a replica set name the API gave stays."""
+    checked = FileRecord.checked(record.name, record.size, record.sha1, report)
+    if record.archive_check == "passed" and record.replica_set:
+        checked = replace(checked, replica_set=record.replica_set)
+    return checked
 
 
 def verify_exit_code(checks: list[Check], *, problems: int = 0) -> int:

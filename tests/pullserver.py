@@ -36,6 +36,7 @@ class Fault:
     digest_challenge: bool = False  # 401 with a Digest challenge, like an API would
     redirect_to: str | None = None  # answer 302 with this Location instead of the file
     content_length: str | None = None  # announce this Content-Length (the body stays the file)
+    rate: int | None = None  # send at most this many bytes a second (a slow connection)
 
 
 @dataclass
@@ -59,6 +60,9 @@ class Resource:
     faults: list[Fault] = field(default_factory=list)
     # A pre-signed link's: the query must carry this X-Amz-Signature, and no Authorization.
     signature: str | None = None
+    # Faults for the requests whose Range starts at a given byte (before `faults` is used).
+    by_start: dict[int, list[Fault]] = field(default_factory=dict)
+    rate: int | None = None  # every connection sends at most this many bytes a second
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -141,7 +145,7 @@ class PullServer:
             if refused is not None:
                 self._reply(h, served, *refused)
                 return
-        fault = resource.faults.pop(0) if resource.faults else Fault()
+        fault = self._fault_for(resource, headers.get("range"))
         if fault.redirect_to is not None:
             self._reply(h, served, 302, b"", {"Location": fault.redirect_to})
             return
@@ -162,13 +166,16 @@ class PullServer:
         if asked and not fault.ignore_range:
             if_range = headers.get("if-range")
             if if_range is None or if_range in (resource.etag, resource.last_modified):
-                start = int(asked.removeprefix("bytes=").split("-")[0])
+                first, _, last = asked.removeprefix("bytes=").partition("-")
+                start = int(first)
                 if start >= total:
                     self._reply(h, served, 416, b"", {"Content-Range": f"bytes */{total}"})
                     return
+                end = min(int(last) + 1, total) if last else total
                 start += fault.range_start_shift
                 status = 206
-                extra["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
+                extra["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+                data = data[:end]
         extra.update(fault.headers)
         body = data[start:]
         served.status = status
@@ -189,8 +196,13 @@ class PullServer:
                     if fault.continue_after_stall:
                         continue
                     break
-                end = min(limit, sent + CHUNK, stall if stall is not None else limit)
+                rate = fault.rate or resource.rate
+                step = CHUNK if rate is None else max(1, min(CHUNK, rate // 20))
+                end = min(limit, sent + step, stall if stall is not None else limit)
                 h.wfile.write(body[sent:end])
+                if rate is not None:
+                    h.wfile.flush()
+                    time.sleep((end - sent) / rate)
                 sent = end
                 with self._lock:
                     served.sent = sent
@@ -199,6 +211,15 @@ class PullServer:
             pass
         if sent < len(body) or fault.content_length is not None:
             h.close_connection = True  # a client waiting for the announced length sees the end
+
+    def _fault_for(self, resource: Resource, asked: str | None) -> Fault:
+        with self._lock:
+            if asked and resource.by_start:
+                first = asked.removeprefix("bytes=").partition("-")[0]
+                queued = resource.by_start.get(int(first)) if first.isdigit() else None
+                if queued:
+                    return queued.pop(0)
+            return resource.faults.pop(0) if resource.faults else Fault()
 
     def _reply(
         self,

@@ -305,30 +305,30 @@ def test_service_account_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_precedence_of_the_sources(tmp_path: Path) -> None:
-    """Client env, key env, --profile, netrc, default profile: each step removes the winner."""
+    """--profile, client env, key env, netrc, default profile: each step removes the winner."""
     netrc = tmp_path / "netrc"
     netrc.write_text("machine cloud.example login netrc-user password netrc-pw\n")
     netrc.chmod(0o600)
     env = _env(tmp_path, **CLIENT_ENV, **KEY_ENV, NETRC=str(netrc))
     path = _write(env, CONFIG)
 
-    # 1. A service account in the environment wins over everything, --profile included.
-    found = load_credentials(env, BASE, profile="svc")
-    assert isinstance(found, ServiceAccount)
-    assert found.client_id == "env-client"
-    # 2. Then an API key pair in the environment, still over an explicit --profile.
-    for var in CLIENT_ENV:
-        del env[var]
-    found = load_credentials(env, BASE, profile="svc")
-    assert isinstance(found, Credentials)
-    assert found.public_key == "env-pub"
-    # 3. Then the profile the user named, over netrc and over [default].
-    for var in KEY_ENV:
-        del env[var]
+    # 1. The profile the user named wins over everything: a flag beats the environment.
     found = load_credentials(env, BASE, profile="svc")
     assert isinstance(found, ServiceAccount)
     assert (found.client_id, found.client_secret) == ("mdb_sa_id_1234", SVC_SECRET)
     assert str(path) in found.source
+    # 2. Without --profile, a service account in the environment.
+    found = load_credentials(env, BASE)
+    assert isinstance(found, ServiceAccount)
+    assert found.client_id == "env-client"
+    # 3. Then an API key pair in the environment.
+    for var in CLIENT_ENV:
+        del env[var]
+    found = load_credentials(env, BASE)
+    assert isinstance(found, Credentials)
+    assert found.public_key == "env-pub"
+    for var in KEY_ENV:
+        del env[var]
     # 4. Then ~/.netrc for the host, over [default].
     found = load_credentials(env, BASE)
     assert isinstance(found, Credentials)
@@ -377,3 +377,17 @@ def test_default_group(tmp_path: Path) -> None:
     _write(env, '[default]\nservice = "cloud"\n[svc]\nclient_id = "cid"\nclient_secret = "cs"\n')
     assert default_group(env, None) is None
     assert default_group(env, "svc") is None
+
+
+def test_the_default_profile_gives_no_project_to_credentials_from_elsewhere(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path)
+    _write(env, CONFIG)
+    own = default_group(env, None)
+    assert own is not None  # [default] has a project_id, and its keys are the ones used
+    # Keys from the environment belong to some account: [default]'s project is not theirs.
+    assert default_group({**env, **KEY_ENV}, None) is None
+    assert default_group({**env, **CLIENT_ENV}, None) is None
+    # A profile named on the command line still gives its project, whatever the environment.
+    assert default_group({**env, **KEY_ENV}, "svc") is not None

@@ -9,6 +9,7 @@ import pytest
 
 from fetcher.errors import ApiError
 from fetcher.jobs import parse_job, parse_v2_job, readiness
+from fetcher.redact import Redactor
 from tests.support import job_json
 
 NOW = datetime.now(UTC)
@@ -165,3 +166,18 @@ def test_an_unfinished_v2_job_has_one_slot_and_no_name() -> None:
 def test_malformed_v2_jobs_are_rejected(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ApiError, match=message):
         parse_v2_job(_v2(**fields))
+
+
+def test_a_presigned_link_masks_its_signature_but_not_its_dates() -> None:
+    link = (
+        "https://bucket.example/restore/c-rs/restore.tar.gz?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Date=20261129T000000Z&X-Amz-Credential=AKIAEXAMPLE%2F20261129"
+        "&X-Amz-Signature=0123456789abcdef&se=2026-11-29T06:00:00Z"
+    )
+    job = parse_v2_job(_v2(components=None, deliveryUrl=[link]))
+    redactor = Redactor()
+    job.hide_secrets(redactor)
+    text = f"{link} AKIAEXAMPLE/20261129 0123456789abcdef expires 2026-11-29T06:00:00Z"
+    shown = redactor.scrub(text)
+    assert "0123456789abcdef" not in shown and "AKIAEXAMPLE" not in shown
+    assert "expires 2026-11-29T06:00:00Z" in shown and "restore.tar.gz" in shown

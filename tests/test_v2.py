@@ -240,11 +240,17 @@ def service_account(monkeypatch: pytest.MonkeyPatch, creds: None) -> None:
 def test_a_service_account_token_is_issued_reused_and_renewed(
     atlas_v2: AtlasV2, service_account: None, tmp_path: Path
 ) -> None:
-    job = atlas_v2.add()
+    job = atlas_v2.add(state="running")
+
+    def finish(polls: int) -> None:
+        if polls >= 3:
+            job.state = "ready"
+
+    atlas_v2.on_poll = finish
     dest = tmp_path / "out"
     result = run_cli(*fetch_job(atlas_v2, job, dest, "--wait", "--poll-interval", "0"))
     assert result.exit_code == 0, result.output + result.stderr
-    assert atlas_v2.token_requests == 1
+    assert len(atlas_v2.api_requests) >= 3 and atlas_v2.token_requests == 1  # one token, reused
     assert atlas_v2.gate.accepted == 0  # bearer only: the API keys were not used
     assert all(h.get("Authorization", "").startswith("Bearer ") for h in atlas_v2.api_requests)
     # Never to the download host (which, like S3, would refuse a request that carries one).
@@ -323,10 +329,13 @@ def test_a_profile_gives_the_credentials_and_the_project(
     result = run_cli("fetch", *base, "--job", job.id, "--dest", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output + result.stderr
     assert atlas_v2.token_requests == 1
-    # The default profile's keys are wrong: the API refuses them, in one line.
-    refused = run_cli("list", "--base-url", atlas_v2.base_url, "--cluster", CLUSTER_V2)
-    assert refused.exit_code == 2  # and it has no project_id: --group is needed
-    assert "--group" in refused.stderr
+    # The default profile has no project_id: --group is needed.
+    nogroup = run_cli("list", "--base-url", atlas_v2.base_url, "--cluster", CLUSTER_V2)
+    assert nogroup.exit_code == 2 and "--group" in nogroup.stderr
+    # Its keys are wrong: the API refuses them, in one line that does not show them.
+    refused = run_cli(*v2_args(atlas_v2, "list"))
+    assert refused.exit_code == 1 and refused.stderr.count("\n") == 1
+    assert "401" in refused.stderr and "wrong-key-1234" not in refused.output + refused.stderr
     missing = run_cli("list", *base[:4], "--profile", "nope", "--group", GROUP)
     assert missing.exit_code == 2 and "nope" in missing.stderr  # a configuration error
     assert missing.stderr.count("\n") == 1
@@ -349,3 +358,47 @@ def test_one_job_split_across_hosts_is_verified_as_a_whole(
     whole = run_cli("verify", *dirs, str(tmp_path / "c"))
     assert whole.exit_code == 0, whole.output
     assert "ready to restore: 2 shards + config server" in whole.output
+
+
+def test_an_expired_job_listed_without_links_still_has_its_archives_checked(
+    atlas_v2: AtlasV2, creds: None, tmp_path: Path
+) -> None:
+    job = atlas_v2.add()
+    dest = tmp_path / "out"
+    assert run_cli(*fetch_job(atlas_v2, job, dest, "-q")).exit_code == 0
+    job.state = "failed"  # listed now with no components and no links
+    again = run_cli(*fetch_job(atlas_v2, job, dest))
+    assert again.exit_code == 0, again.output + again.stderr
+    assert "already verified on disk" in again.output
+    archive = dest / f"{SHARD}.tar.gz"
+    data = bytearray(archive.read_bytes())
+    data[1000] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    broken = run_cli(*fetch_job(atlas_v2, job, dest))
+    assert broken.exit_code == 4, broken.output + broken.stderr
+    assert f"{SHARD}.tar.gz no longer matches its SHA1" in broken.output
+
+
+def test_verify_counts_no_entry_that_gave_way_to_the_archives(
+    atlas_v2: AtlasV2, creds: None, tmp_path: Path
+) -> None:
+    job = atlas_v2.add(state="running")
+    host_a, host_b = tmp_path / "a", tmp_path / "b"
+    early = run_cli(*fetch_job(atlas_v2, job, host_a, "--only", "*-shard-0", "-q"))
+    assert early.exit_code == 3  # not finished yet: recorded under the job's own id
+    job.state = "ready"
+    assert run_cli(*fetch_job(atlas_v2, job, host_b, "-q")).exit_code == 0
+    result = run_cli("verify", str(host_a), str(host_b))
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 archives intact" in result.output
+
+
+def test_wait_ends_when_only_leaves_every_archive_to_other_hosts(
+    atlas_v2: AtlasV2, creds: None, tmp_path: Path
+) -> None:
+    job = atlas_v2.add()
+    args = fetch_job(atlas_v2, job, tmp_path / "out", "--only", "nothing-*", "--wait")
+    result = run_cli(*args, "--poll-interval", "0", "--wait-timeout", "30")
+    assert result.exit_code == 1
+    assert "matches --only" in result.stderr
+    assert atlas_v2.polls == 1  # no polling for what no host here will take

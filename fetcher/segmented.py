@@ -1,0 +1,541 @@
+"""One archive over several connections: byte ranges written in place, checked in order behind.
+
+A single TCP connection over a long, fat link gets a fraction of the bandwidth. Here each of N
+workers fetches a byte range of the archive and writes it where it belongs in `.NAME.part`
+(os.pwrite). Ranges are handed out as they are needed: a worker that runs out of work takes
+half of the largest range still being fetched (as aria2 does), so one slow connection does not
+hold the end of the download. The SHA1 and the archive check follow the contiguous prefix of
+the file that is complete, reading back what the workers wrote (from the page cache) through
+the same ring of buffers `hash_fd` uses: memory stays flat, and the archive still gets its final
+name only after every check passed (the caller commits it).
+
+The state file (`.NAME.part.json`, version 2) records the finished ranges and the validators,
+written only after the data it describes is fsynced, so a run killed at any moment resumes every
+range where it stood. A server that does not serve ranges (it answers 200, or gives no length)
+gets one connection: `run()` hands over to the single-connection Download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from fetcher.archive import ArchiveCheck
+from fetcher.errors import TransferError
+from fetcher.names import partial_name, state_name
+from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
+from fetcher.ring import Ring, feed
+from fetcher.storage import HASH_BLOCK, HASH_BUFFERS, Destination, SpaceGuard
+from fetcher.transfer import (
+    MAX_ARCHIVE_BYTES,
+    Download,
+    PartResult,
+    Progress,
+    Source,
+    _content_range,
+    _no_progress,
+    _State,
+)
+
+STATE_VERSION = 2
+MIN_SPLIT = 1024 * 1024  # a range is split only when each half keeps this much (aria2's -k)
+CHECKPOINT_SECONDS = 1.0
+PROGRESS_INTERVAL = 0.2
+Interval = tuple[int, int]  # [start, end)
+
+
+class _Changed(Exception):
+    """The archive on the server is not the one the ranges on disk came from."""
+
+
+class _NoRanges(Exception):
+    """The server answers byte ranges with the whole file, or gives no length."""
+
+
+class _Retry(Exception):
+    def __init__(self, why: str, retry_after: float | None = None) -> None:
+        super().__init__(why)
+        self.why, self.retry_after = why, retry_after
+
+
+@dataclass
+class _Segment:
+    """A range a worker fetches: [start, end), of which [start, cursor) is written."""
+
+    start: int
+    cursor: int
+    end: int  # lowered when another worker takes the second half
+
+
+class Plan:
+    """Which ranges are written, which are being fetched, and which nobody has taken yet."""
+
+    def __init__(self, size: int, done: list[Interval], pieces: int) -> None:
+        self.size = size
+        self.changed = threading.Condition()  # notified whenever bytes are written
+        self._done = merge(done)
+        self._active: list[_Segment] = []
+        gaps = missing(self._done, size)
+        # The first hand-out: the gaps cut into about `pieces` ranges of equal size.
+        share = max(MIN_SPLIT, -(-sum(e - s for s, e in gaps) // max(1, pieces)))
+        self._todo: list[Interval] = []
+        for start, end in gaps:
+            while end - start > share + MIN_SPLIT:
+                self._todo.append((start, start + share))
+                start += share
+            self._todo.append((start, end))
+
+    def take(self) -> _Segment | None:
+        """The next range to fetch: a gap nobody holds, else half of the largest one held."""
+        with self.changed:
+            if self._todo:
+                start, end = self._todo.pop(0)
+                segment = _Segment(start, start, end)
+            else:
+                victim = max(self._active, key=lambda s: s.end - s.cursor, default=None)
+                if victim is None or victim.end - victim.cursor < 2 * MIN_SPLIT:
+                    return None
+                middle = victim.cursor + (victim.end - victim.cursor) // 2
+                segment = _Segment(middle, middle, victim.end)
+                victim.end = middle  # its worker stops there
+            self._active.append(segment)
+            return segment
+
+    def room(self, segment: _Segment) -> int:
+        """How many bytes the segment's worker may still write (its end may have moved)."""
+        with self.changed:
+            return segment.end - segment.cursor
+
+    def advance(self, segment: _Segment, n: int) -> None:
+        """Count `n` bytes written at the segment's cursor."""
+        with self.changed:
+            segment.cursor += n
+            self.changed.notify_all()
+
+    def release(self, segment: _Segment) -> None:
+        """The worker lets go: what it wrote is done, the rest is for anyone to take."""
+        with self.changed:
+            self._active.remove(segment)
+            if segment.cursor > segment.start:
+                self._done = merge([*self._done, (segment.start, segment.cursor)])
+            if segment.cursor < segment.end:
+                self._todo.append((segment.cursor, segment.end))
+                self._todo.sort()
+            self.changed.notify_all()
+
+    def written(self) -> list[Interval]:
+        """Every range written so far, merged (those being fetched up to their cursors)."""
+        with self.changed:
+            return merge([*self._done, *((s.start, s.cursor) for s in self._active)])
+
+    def prefix(self) -> int:
+        """How many bytes from the start of the file are written without a gap."""
+        written = self.written()
+        return written[0][1] if written and written[0][0] == 0 else 0
+
+    @property
+    def busy(self) -> bool:
+        """True while some range is still to fetch or being fetched."""
+        with self.changed:
+            return bool(self._todo or self._active)
+
+
+def merge(intervals: list[Interval]) -> list[Interval]:
+    """Sorted, non-overlapping intervals covering the same bytes (empty ones dropped)."""
+    out: list[Interval] = []
+    for start, end in sorted(i for i in intervals if i[1] > i[0]):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def missing(done: list[Interval], size: int) -> list[Interval]:
+    """The gaps of [0, size) that `done` (merged) does not cover."""
+    gaps, at = [], 0
+    for start, end in done:
+        if start > at:
+            gaps.append((at, start))
+        at = max(at, end)
+    if at < size:
+        gaps.append((at, size))
+    return gaps
+
+
+class MultiDownload:
+    """Download into `.NAME.part` over `connections` connections; same contract as Download."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        dest: Destination,
+        name: str,
+        source: Source,
+        *,
+        connections: int,
+        expected_sha1: str | None,
+        policy: RetryPolicy,
+        space: SpaceGuard | None = None,
+        progress: Progress = _no_progress,
+        stop: threading.Event | None = None,
+        check: Callable[[], ArchiveCheck] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client, self._dest, self._name, self._source = client, dest, name, source
+        self._connections = max(1, connections)
+        self._expected_sha1, self._policy, self._space = expected_sha1, policy, space
+        self._progress, self._stop, self._new_check = progress, stop, check
+        self._clock = clock
+        self._part, self._state_name = partial_name(name), state_name(name)
+        self._lock = threading.Lock()
+        self._halt = threading.Event()  # set to end every worker (an error, an interrupt)
+        self._error: BaseException | None = None
+        self._failures = 0
+        self._attempts = 0
+        self._downloaded = 0
+        self._etag: str | None = None
+        self._last_modified: str | None = None
+
+    # -- the whole run ------------------------------------------------------------------
+
+    def run(self, *, fresh: bool = False) -> PartResult:
+        """Download until the partial file is complete and verified as far as it goes."""
+        single = Download(
+            self._client,
+            self._dest,
+            self._name,
+            self._source,
+            expected_sha1=self._expected_sha1,
+            policy=self._policy,
+            space=self._space,
+            progress=self._progress,
+            stop=self._stop,
+            check=self._new_check,
+        )
+        try:
+            fd = self._dest.open_private(self._part)
+        except OSError as exc:
+            raise single._os_error(exc) from None
+        try:
+            for _ in range(3):  # a file that changes on the server starts over, a few times
+                try:
+                    return self._run(fd, fresh=fresh)
+                except _Changed:
+                    fresh = True
+            raise TransferError(f"{self._name}: the archive kept changing on the server")
+        except _NoRanges:
+            os.ftruncate(fd, 0)
+            self._dest.remove(self._state_name)
+            return single.run(fresh=True)
+        except OSError as exc:
+            raise single._os_error(exc) from None
+        finally:
+            os.close(fd)
+            if self._space is not None:
+                self._space.release(self._name)
+
+    def _run(self, fd: int, *, fresh: bool) -> PartResult:
+        self._halt.clear()
+        self._error = None
+        size, done = (None, []) if fresh else self._resume_point(fd)
+        if size is None:
+            size = self._probe()
+            done = []
+            os.ftruncate(fd, 0)
+        os.ftruncate(fd, size)  # a sparse file of the archive's size: every range has a place
+        self._save(done, size)
+        resumed = sum(e - s for s, e in done)
+        if self._space is not None:
+            self._space.reserve(self._name, size - resumed, where=str(self._dest.path))
+        plan = Plan(size, done, self._connections)
+        workers = [
+            threading.Thread(target=self._work, args=(fd, plan), name=f"fetcher-range-{i}")
+            for i in range(self._connections)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            digest, report = self._follow(fd, plan)
+        finally:
+            self._halt.set()
+            for worker in workers:
+                worker.join()
+        if self._error is not None:
+            os.fdatasync(fd)
+            self._save(plan.written(), size)  # every finished range is kept for a resume
+            raise self._error
+        os.fsync(fd)
+        self._save([(0, size)], size)
+        return PartResult(
+            size=size,
+            sha1=digest,
+            attempts=self._attempts,
+            resumed_bytes=resumed,
+            downloaded_bytes=self._downloaded,
+            archive=report,
+        )
+
+    def _follow(self, fd: int, plan: Plan) -> tuple[str, Any]:
+        """Hash and check the written prefix as it grows; save the state now and then."""
+        digest = hashlib.sha1()
+        check = self._new_check() if self._new_check is not None else None
+        ring = Ring(
+            [feed(digest)] + ([feed(check)] if check is not None else []),
+            blocks=HASH_BUFFERS,
+            size=HASH_BLOCK,
+            name="fetcher-follow",
+        )
+        size, read = plan.size, 0
+        saved_at, saved_bytes = self._clock(), 0
+        # A checkpoint (fdatasync, then the state) every 1/128 of the archive: a kill loses
+        # what came since the last one, under 1% of the archive plus a read per connection.
+        every = max(256 * 1024, size // 128)
+        reported = 0.0
+        try:
+            while read < size:
+                with plan.changed:
+                    if plan.prefix() <= read and self._error is None and plan.busy:
+                        plan.changed.wait(PROGRESS_INTERVAL)
+                if self._error is not None:
+                    break
+                if self._stop is not None and self._stop.is_set():
+                    self._fail(TransferError(f"{self._name}: interrupted; {self._part} kept"))
+                    break
+                available = plan.prefix()
+                if available <= read and not plan.busy:
+                    # Nothing is being fetched and the prefix does not grow: the workers ended.
+                    if self._error is None:
+                        self._fail(TransferError(f"{self._name}: ranges left unfetched"))
+                    break
+                while read < available:
+                    index = ring.get()
+                    want = min(HASH_BLOCK, available - read)
+                    n = os.preadv(fd, [memoryview(ring.buffers[index])[:want]], read)
+                    ring.put(index, n)
+                    if n == 0:
+                        raise TransferError(f"{self._name}: {self._part} shrank while being read")
+                    read += n
+                written = plan.written()
+                now = self._clock()
+                total_written = sum(e - s for s, e in written)
+                if total_written - saved_bytes >= every or now - saved_at >= CHECKPOINT_SECONDS:
+                    os.fdatasync(fd)  # the data first, then the state that says it is there
+                    self._save(written, size)
+                    saved_at, saved_bytes = now, total_written
+                if now - reported >= PROGRESS_INTERVAL:
+                    reported = now
+                    self._progress(total_written, size)
+        finally:
+            ring.close()
+        self._progress(sum(e - s for s, e in plan.written()), size)
+        return digest.hexdigest(), (check.finish() if check is not None else None)
+
+    # -- the workers --------------------------------------------------------------------
+
+    def _work(self, fd: int, plan: Plan) -> None:
+        while not self._halt.is_set():
+            segment = plan.take()
+            if segment is None:
+                return
+            try:
+                self._fetch(fd, plan, segment)
+            except (_Retry, httpx.TransportError) as exc:
+                plan.release(segment)
+                self._retry_later(exc)
+                continue
+            except BaseException as exc:  # noqa: BLE001 - the main thread raises it
+                plan.release(segment)
+                self._fail(exc)
+                return
+            plan.release(segment)
+
+    def _fetch(self, fd: int, plan: Plan, segment: _Segment) -> None:
+        """Stream the segment's range into place until it is written or cut short."""
+        with self._lock:
+            self._attempts += 1
+        headers = {
+            "Accept-Encoding": "identity",
+            "Range": f"bytes={segment.cursor}-{segment.end - 1}",
+        }
+        if self._source.bearer:
+            headers["Authorization"] = f"Bearer {self._source.bearer}"
+        validator = self._validator()
+        if validator:
+            headers["If-Range"] = validator
+        with self._client.stream("GET", self._source.url, headers=headers) as response:
+            self._accept(response, segment.cursor, plan.size)
+            for chunk in response.iter_raw():  # pieces as they arrive: a drop loses none
+                if self._halt.is_set():
+                    return
+                room = plan.room(segment)
+                piece = chunk[:room]
+                view, at = memoryview(piece), segment.cursor
+                while view:
+                    n = os.pwrite(fd, view, at)
+                    view, at = view[n:], at + n
+                plan.advance(segment, len(piece))
+                with self._lock:
+                    self._downloaded += len(piece)
+                    self._failures = 0  # bytes arrived: the retry budget starts again
+                if len(piece) < len(chunk) or plan.room(segment) <= 0:
+                    return  # the rest of this range is another worker's now
+        if plan.room(segment) > 0:
+            raise _Retry(f"short body ({plan.room(segment)} bytes of a range missing)")
+
+    def _accept(self, response: httpx.Response, start: int, size: int) -> None:
+        status = response.status_code
+        if status == 206:
+            got, total = _content_range(response.headers.get("content-range"))
+            etag = response.headers.get("etag")
+            if got != start or total != size or (etag and self._etag and etag != self._etag):
+                raise _Changed()
+            return
+        if status == 200:
+            raise _Changed() if self._validator() else _NoRanges()
+        if status == 416:
+            raise _Changed()
+        if is_retryable_status(status):
+            raise _Retry(f"HTTP {status}", parse_retry_after(response.headers.get("retry-after")))
+        raise TransferError(
+            f"{self._name}: the pull host answered {status} {response.reason_phrase}"
+            f" for {self._source.display}"
+        )
+
+    def _retry_later(self, exc: BaseException) -> None:
+        if isinstance(exc, httpx.TransportError) and (problem := certificate_error(exc)):
+            self._fail(
+                TransferError(
+                    f"{self._name}: TLS certificate not trusted ({problem})"
+                    f" at {self._source.display}; a private CA goes in --ca-cert"
+                )
+            )
+            return
+        why = exc.why if isinstance(exc, _Retry) else type(exc).__name__
+        retry_after = exc.retry_after if isinstance(exc, _Retry) else None
+        with self._lock:
+            self._failures += 1
+            failures = self._failures
+        if self._policy.exhausted(failures):
+            self._fail(
+                TransferError(f"{self._name}: giving up after {self._attempts} attempts ({why})")
+            )
+            return
+        delay = self._policy.delay(failures, retry_after)
+        if self._policy.sleep is time.sleep:
+            self._halt.wait(delay)
+        else:
+            self._policy.sleep(delay)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = exc
+        self._halt.set()
+
+    # -- the probe and the state --------------------------------------------------------
+
+    def _probe(self) -> int:
+        """Ask for the first byte: a 206 says ranges work, and how big the archive is."""
+        headers = {"Accept-Encoding": "identity", "Range": "bytes=0-0"}
+        if self._source.bearer:
+            headers["Authorization"] = f"Bearer {self._source.bearer}"
+        failures = 0
+        while True:
+            if self._stop is not None and self._stop.is_set():
+                raise TransferError(f"{self._name}: interrupted")
+            self._attempts += 1
+            try:
+                with self._client.stream("GET", self._source.url, headers=headers) as response:
+                    status = response.status_code
+                    if status == 206:
+                        _, total = _content_range(response.headers.get("content-range"))
+                        if total is None or total > MAX_ARCHIVE_BYTES:
+                            raise _NoRanges()
+                        self._etag = response.headers.get("etag")
+                        self._last_modified = response.headers.get("last-modified")
+                        return total
+                    if status in (200, 416):
+                        raise _NoRanges()  # the single download says what the status means
+                    if not is_retryable_status(status):
+                        raise _NoRanges()
+                    why = f"HTTP {status}"
+                    retry_after = parse_retry_after(response.headers.get("retry-after"))
+            except httpx.TransportError as exc:
+                if certificate_error(exc):
+                    raise _NoRanges() from None  # the single download reports it
+                why, retry_after = type(exc).__name__, None
+            failures += 1
+            if self._policy.exhausted(failures):
+                raise TransferError(f"{self._name}: giving up after {failures} attempts ({why})")
+            self._policy.sleep(self._policy.delay(failures, retry_after))
+
+    def _validator(self) -> str | None:
+        if self._etag and not self._etag.startswith("W/"):
+            return self._etag
+        return self._last_modified
+
+    def _resume_point(self, fd: int) -> tuple[int | None, list[Interval]]:
+        """The size and written ranges a usable state file gives, or (None, [])."""
+        try:
+            doc = self._dest.read_json(self._state_name, limit=1024 * 1024)
+        except (ValueError, OSError):
+            return None, []
+        on_disk = os.fstat(fd).st_size
+        if isinstance(doc, dict) and doc.get("version") == 1:
+            # A single-connection run's partial file: its bytes are the range from zero.
+            state = _State.from_json(doc)
+            if state is None or state.source != self._source.display or not state.size:
+                return None, []
+            if state.job_id != self._source.job_id or not (state.etag or state.last_modified):
+                return None, []
+            self._etag, self._last_modified = state.etag, state.last_modified
+            return state.size, [(0, min(on_disk, state.size))]
+        if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
+            return None, []
+        size, done = doc.get("size"), doc.get("done")
+        if doc.get("jobId") != self._source.job_id or doc.get("source") != self._source.display:
+            return None, []
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_ARCHIVE_BYTES:
+            return None, []
+        etag, modified = doc.get("etag"), doc.get("lastModified")
+        if not (isinstance(etag, str) or isinstance(modified, str)) or on_disk != size:
+            return None, []
+        if not isinstance(done, list):
+            return None, []
+        ranges: list[Interval] = []
+        for item in done:
+            if (
+                not isinstance(item, list)
+                or len(item) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)
+                or not 0 <= item[0] < item[1] <= size
+            ):
+                return None, []
+            ranges.append((item[0], item[1]))
+        self._etag = etag if isinstance(etag, str) else None
+        self._last_modified = modified if isinstance(modified, str) else None
+        return size, merge(ranges)
+
+    def _save(self, done: list[Interval], size: int) -> None:
+        state = {
+            "version": STATE_VERSION,
+            "jobId": self._source.job_id,
+            "source": self._source.display,
+            "etag": self._etag,
+            "lastModified": self._last_modified,
+            "size": size,
+            "sha1": self._expected_sha1,
+            "done": [list(i) for i in done],
+        }
+        with contextlib.suppress(OSError):  # a state that is not saved costs a re-download
+            self._dest.write_atomic(self._state_name, (json.dumps(state) + "\n").encode())

@@ -1,0 +1,279 @@
+"""Several connections per archive, against a real local pull host that serves byte ranges."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fetcher.archive import ArchiveCheck
+from fetcher.names import partial_name, state_name
+from fetcher.redact import display_url
+from fetcher.retry import RetryPolicy
+from fetcher.segmented import MIN_SPLIT, MultiDownload, Plan, merge, missing
+from fetcher.storage import Destination
+from fetcher.transfer import PartResult, Source
+from tests.conftest import Atlas, fetch_args, loud, run_cli
+from tests.pullserver import Fault, PullServer
+from tests.support import (
+    BATCH,
+    CLUSTER,
+    GROUP,
+    PRIVATE_KEY,
+    PUBLIC_KEY,
+    Sleeps,
+    make_archive,
+    sha1,
+)
+
+NAME = "Cluster0-shard-0.tar.gz"
+PATH = f"/backup/restore/v2/pull/job1/secret-token/{NAME}"
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10.0) as c:
+        yield c
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Iterator[Destination]:
+    with Destination(tmp_path / "out") as d:
+        yield d
+
+
+@pytest.fixture
+def archive() -> bytes:
+    return make_archive("shard-0", payload=8 * MiB, level=1)
+
+
+def fetch(
+    client: httpx.Client,
+    dest: Destination,
+    pull: PullServer,
+    *,
+    connections: int = 4,
+    sleeps: Sleeps | None = None,
+    fresh: bool = False,
+) -> PartResult:
+    url = pull.url(PATH)
+    return MultiDownload(
+        client,
+        dest,
+        NAME,
+        Source(job_id="job1", url=url, display=display_url(url)),
+        connections=connections,
+        expected_sha1=None,
+        policy=RetryPolicy(retries=5, sleep=sleeps or Sleeps()),
+        check=ArchiveCheck,
+    ).run(fresh=fresh)
+
+
+def starts(pull: PullServer) -> list[int | None]:
+    """The first byte each request asked for (None: no Range)."""
+    out: list[int | None] = []
+    for served in pull.requests_for(PATH):
+        asked = served.headers.get("range")
+        out.append(int(asked.removeprefix("bytes=").split("-")[0]) if asked else None)
+    return out
+
+
+def test_ranges_finished_out_of_order_make_the_archive_in_order(
+    client: httpx.Client, dest: Destination, pull: PullServer, archive: bytes
+) -> None:
+    resource = pull.add(PATH, archive)
+    # The range from zero is held back: the later ranges are written first, and the SHA1
+    # and the archive check wait for the prefix, reading back what the others wrote.
+    resource.by_start[0] = [
+        Fault(),  # the probe
+        Fault(stall_after=64 * 1024, stall_seconds=0.5, continue_after_stall=True),
+    ]
+    result = fetch(client, dest, pull)
+    assert result.sha1 == sha1(archive) and result.size == len(archive)
+    assert result.archive is not None and result.archive.passed
+    assert (dest.path / partial_name(NAME)).read_bytes() == archive
+    asked = starts(pull)
+    assert asked[0] == 0  # the probe: one byte, to learn the size and that ranges work
+    assert len({a for a in asked[1:] if a}) >= 3  # other ranges ran beside the first
+    # Few bytes were fetched twice: only what was in flight past the end of a range that
+    # another connection took over (loopback buffers a lot of it).
+    assert pull.bytes_sent(PATH) <= 1.25 * len(archive)
+    state = json.loads((dest.path / state_name(NAME)).read_text())
+    assert state["done"] == [[0, len(archive)]] and state["version"] == 2
+
+
+def test_a_connection_dropped_mid_range_resumes_that_range(
+    client: httpx.Client, dest: Destination, pull: PullServer, archive: bytes
+) -> None:
+    resource = pull.add(PATH, archive)
+    resource.by_start[0] = [Fault(), Fault(drop_after=300_000)]
+    sleeps = Sleeps()
+    result = fetch(client, dest, pull, sleeps=sleeps)
+    assert result.sha1 == sha1(archive)
+    dropped = next(
+        s
+        for s in pull.requests_for(PATH)
+        if s.headers.get("range", "").startswith("bytes=0-") and s.sent == 300_000
+    )
+    assert dropped.sent == 300_000
+    # The range went on from where the drop left it, after a pause.
+    assert any(0 < a <= 300_000 for a in starts(pull) if a), starts(pull)
+    assert sleeps.calls
+    assert pull.bytes_sent(PATH) <= 1.25 * len(archive)
+
+
+def test_a_server_that_ignores_range_gets_one_connection(
+    client: httpx.Client, dest: Destination, pull: PullServer, archive: bytes
+) -> None:
+    resource = pull.add(PATH, archive)
+    resource.faults = [Fault(ignore_range=True) for _ in range(4)]
+    result = fetch(client, dest, pull)
+    assert result.sha1 == sha1(archive)
+    # The probe got the whole file (200) and was cut; then one plain GET from zero.
+    assert starts(pull) == [0, None]
+    assert [s.status for s in pull.requests_for(PATH)] == [200, 200]
+
+
+def test_a_slow_connection_has_its_range_split(
+    client: httpx.Client, dest: Destination, pull: PullServer
+) -> None:
+    big = make_archive("shard-0", payload=16 * MiB, level=1)
+    resource = pull.add(PATH, big)
+    resource.by_start[0] = [Fault(), Fault(rate=MiB)]  # 4 s for its quarter alone
+    began = time.monotonic()
+    result = fetch(client, dest, pull)
+    assert result.sha1 == sha1(big)
+    quarter = -(-len(big) // 4)
+    # Someone took the second half of what the slow connection had left.
+    split = [a for a in starts(pull) if a and 0 < a < quarter]
+    assert split, starts(pull)
+    assert time.monotonic() - began < 3  # the slow one's range did not hold the end
+
+
+def test_a_changed_archive_restarts_from_zero(
+    client: httpx.Client, dest: Destination, pull: PullServer, archive: bytes
+) -> None:
+    resource = pull.add(PATH, archive)
+    resource.by_start[0] = [Fault(), Fault(drop_after=100_000)]
+    sleeps = Sleeps()
+    sleeps.during.append(lambda: None)
+    # The first run stops with ranges on disk: every retry fails at once.
+    resource.faults = [Fault(status=500) for _ in range(50)]
+    with pytest.raises(Exception, match="giving up"):
+        fetch(client, dest, pull, sleeps=sleeps)
+    state = json.loads((dest.path / state_name(NAME)).read_text())
+    assert state["done"]  # some ranges were kept
+    newer = make_archive("shard-0", payload=8 * MiB, level=1)
+    pull.add(PATH, newer)  # new bytes, new ETag: If-Range answers 200
+    result = fetch(client, dest, pull)
+    assert result.sha1 == sha1(newer)
+    assert result.resumed_bytes == 0
+
+
+def test_plan_hands_out_gaps_then_splits_the_largest() -> None:
+    size = 32 * MiB
+    plan = Plan(size, [(0, 4 * MiB), (8 * MiB, 12 * MiB)], pieces=2)
+    assert missing(merge([(0, 4 * MiB), (8 * MiB, 12 * MiB)]), size) == [
+        (4 * MiB, 8 * MiB),
+        (12 * MiB, size),
+    ]
+    first = plan.take()
+    assert first is not None and (first.start, first.end) == (4 * MiB, 8 * MiB)
+    taken = [plan.take() for _ in range(2)]
+    assert all(t is not None for t in taken)
+    # Nothing left to hand out: the next one takes half of the largest range held.
+    largest = max((t for t in taken if t), key=lambda t: t.end - t.start)
+    before = largest.end
+    thief = plan.take()
+    assert thief is not None and thief.end == before and largest.end == thief.start
+    assert thief.start - largest.cursor >= MIN_SPLIT
+    plan.advance(first, MiB)
+    plan.release(first)
+    assert (4 * MiB, 5 * MiB) in [(s, e) for s, e in plan.written() if s == 4 * MiB] or any(
+        s <= 4 * MiB and e >= 5 * MiB for s, e in plan.written()
+    )
+    assert plan.prefix() == 5 * MiB
+
+
+def test_a_link_that_allows_one_download_gets_one_connection_and_one_request(
+    atlas: Atlas, creds: None, tmp_path: Path
+) -> None:
+    job = atlas.add("one.tar.gz", make_archive("one", payload=6 * MiB, level=1), max_downloads=1)
+    result = run_cli(*loud(fetch_args(atlas, tmp_path / "a")))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert (tmp_path / "a" / "one.tar.gz").exists()
+    served = atlas.pull.requests_for(job["_path"])
+    assert len(served) == 1 and "range" not in served[0].headers
+    assert "allow 1 downloads: one connection per archive" in result.stderr
+    # Asked for: several connections even there.
+    other = atlas.add("two.tar.gz", make_archive("two", payload=6 * MiB, level=1), max_downloads=1)
+    again = run_cli(*fetch_args(atlas, tmp_path / "b", "--only", "two.*", "--connections", "3"))
+    assert again.exit_code == 0, again.output + again.stderr
+    assert len(atlas.pull.requests_for(other["_path"])) >= 3
+
+
+def test_kill_9_with_ranges_in_flight_then_a_rerun_fetches_little_twice(
+    atlas: Atlas, creds: None, tmp_path: Path
+) -> None:
+    data = make_archive("big", payload=32 * MiB, level=1)
+    job = atlas.add("big.tar.gz", data, max_downloads=2147483647)
+    atlas.pull.resources[job["_path"]].rate = 3 * MiB  # per connection: about 3 s in all
+    dest = tmp_path / "out"
+    env = {
+        **os.environ,
+        "MONGODB_ATLAS_PUBLIC_API_KEY": PUBLIC_KEY,
+        "MONGODB_ATLAS_PRIVATE_API_KEY": PRIVATE_KEY,
+        "NETRC": str(tmp_path / "no-netrc"),
+        "XDG_CONFIG_HOME": str(tmp_path / "no-config"),
+    }
+    args = [
+        sys.executable,
+        "-m",
+        "fetcher.cli",
+        "fetch",
+        "--base-url",
+        atlas.base_url,
+        "--group",
+        GROUP,
+        "--cluster",
+        CLUSTER,
+        "--batch",
+        BATCH,
+        "--dest",
+        str(dest),
+        "--quiet",
+    ]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = dest / state_name("big.tar.gz")
+    deadline = time.monotonic() + 30
+    kept = 0
+    while time.monotonic() < deadline and kept < len(data) // 2:
+        time.sleep(0.05)
+        try:
+            doc = json.loads(state.read_text())
+        except (OSError, ValueError):
+            continue
+        kept = sum(e - s for s, e in doc.get("done", []))
+        pieces = len(doc.get("done", []))
+    assert kept >= len(data) // 2, "the transfer did not get halfway"
+    assert pieces >= 2  # several ranges were in flight, not one prefix
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = len(atlas.pull.requests_for(job["_path"]))
+    result = run_cli(*fetch_args(atlas, dest))  # over the same link: 3 MiB/s a connection
+    assert result.exit_code == 0, result.output + result.stderr
+    assert (dest / "big.tar.gz").read_bytes() == data
+    served = atlas.pull.bytes_sent(job["_path"])
+    assert served <= 1.05 * len(data), (served, len(data))
+    # The re-run asked for what was missing only, each range guarded by If-Range.
+    rerun = atlas.pull.requests_for(job["_path"])[before:]
+    assert rerun and all(s.headers.get("if-range") and s.headers.get("range") for s in rerun)
