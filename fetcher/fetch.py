@@ -557,21 +557,7 @@ class Fetcher:
 
     def _download(self, source: Source, name: str, sha1: str | None, *, fresh: bool) -> PartResult:
         connections = self._connections_for(source)
-        if connections > 1:
-            return MultiDownload(
-                self._pull,
-                self._dest,
-                name,
-                source,
-                connections=connections,
-                expected_sha1=sha1,
-                policy=self._policy,
-                space=self._space,
-                progress=self._reporter.progress(name),
-                stop=self._stop,
-                check=ArchiveCheck,
-            ).run(fresh=fresh)
-        return Download(
+        engine = Download(
             self._pull,
             self._dest,
             name,
@@ -582,7 +568,10 @@ class Fetcher:
             progress=self._reporter.progress(name),
             stop=self._stop,
             check=ArchiveCheck,
-        ).run(fresh=fresh)
+        )
+        if connections > 1:
+            return MultiDownload(engine, connections=connections).run(fresh=fresh)
+        return engine.run(fresh=fresh)
 
     def _connections_for(self, source: Source) -> int:
         """Connections for one archive: as asked, else the default where ranges cost nothing.

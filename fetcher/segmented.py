@@ -23,30 +23,28 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from fetcher.archive import ArchiveCheck
 from fetcher.errors import TransferError
 from fetcher.names import partial_name, state_name
-from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
+from fetcher.retry import certificate_error, is_retryable_status, parse_retry_after
 from fetcher.ring import Ring, feed
-from fetcher.storage import HASH_BLOCK, HASH_BUFFERS, Destination, SpaceGuard
+from fetcher.storage import HASH_BLOCK, HASH_BUFFERS
+from fetcher.stream import body_socket, content_length
 from fetcher.transfer import (
     MAX_ARCHIVE_BYTES,
     Download,
     PartResult,
-    Progress,
-    Source,
-    _content_range,
-    _no_progress,
-    _State,
+    PartState,
+    content_range,
 )
 
 STATE_VERSION = 2
+SOCKET_BUFFER = 256 * 1024  # one worker's socket reads, each written in place at once
 MIN_SPLIT = 1024 * 1024  # a range is split only when each half keeps this much (aria2's -k)
 CHECKPOINT_SECONDS = 1.0
 PROGRESS_INTERVAL = 0.2
@@ -172,31 +170,62 @@ def missing(done: list[Interval], size: int) -> list[Interval]:
     return gaps
 
 
+def _pieces(response: httpx.Response) -> Iterator[memoryview]:
+    """The body as it arrives; straight from the socket when httpx need not unframe it.
+
+    Through httpx every read is copied three times in Python (see fetcher.stream.read_body);
+    a body of known length on a plain HTTP/1.1 connection is read from the socket into one
+    buffer instead, with httpx's read timeout and exceptions.
+    """
+    raw = response.iter_raw()
+    sock, length = body_socket(response), content_length(response)
+    if sock is None or length is None:
+        yield from (memoryview(chunk) for chunk in raw)
+        return
+    first = next(raw, b"")
+    if first:
+        yield memoryview(first)
+    remaining = length - len(first)
+    buffer = memoryview(bytearray(SOCKET_BUFFER))
+    request = response.request
+    sock.settimeout(request.extensions.get("timeout", {}).get("read"))
+    while remaining > 0:
+        try:
+            n = sock.recv_into(buffer[: min(SOCKET_BUFFER, remaining)])
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc), request=request) from exc
+        if n == 0:
+            raise httpx.RemoteProtocolError(
+                f"peer closed connection without sending complete message body ({remaining}"
+                " bytes missing)",
+                request=request,
+            )
+        remaining -= n
+        yield buffer[:n]
+
+
 class MultiDownload:
     """Download into `.NAME.part` over `connections` connections; same contract as Download."""
 
     def __init__(
         self,
-        client: httpx.Client,
-        dest: Destination,
-        name: str,
-        source: Source,
+        single: Download,
         *,
         connections: int,
-        expected_sha1: str | None,
-        policy: RetryPolicy,
-        space: SpaceGuard | None = None,
-        progress: Progress = _no_progress,
-        stop: threading.Event | None = None,
-        check: Callable[[], ArchiveCheck] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client, self._dest, self._name, self._source = client, dest, name, source
+        # The single-connection download, set up for this archive: its settings are this
+        # one's, and it takes over when the server serves no ranges.
+        self._single = single
+        self._client, self._dest, self._name = single.client, single.dest, single.name
+        self._source, self._expected_sha1 = single.source, single.expected_sha1
+        self._policy, self._space, self._stop = single.policy, single.space, single.stop
+        self._progress, self._new_check = single.progress, single.new_check
         self._connections = max(1, connections)
-        self._expected_sha1, self._policy, self._space = expected_sha1, policy, space
-        self._progress, self._stop, self._new_check = progress, stop, check
         self._clock = clock
-        self._part, self._state_name = partial_name(name), state_name(name)
+        self._part, self._state_name = partial_name(self._name), state_name(self._name)
         self._lock = threading.Lock()
         self._halt = threading.Event()  # set to end every worker (an error, an interrupt)
         self._error: BaseException | None = None
@@ -210,22 +239,11 @@ class MultiDownload:
 
     def run(self, *, fresh: bool = False) -> PartResult:
         """Download until the partial file is complete and verified as far as it goes."""
-        single = Download(
-            self._client,
-            self._dest,
-            self._name,
-            self._source,
-            expected_sha1=self._expected_sha1,
-            policy=self._policy,
-            space=self._space,
-            progress=self._progress,
-            stop=self._stop,
-            check=self._new_check,
-        )
+        single = self._single
         try:
             fd = self._dest.open_private(self._part)
         except OSError as exc:
-            raise single._os_error(exc) from None
+            raise single.os_error(exc) from None
         try:
             for _ in range(3):  # a file that changes on the server starts over, a few times
                 try:
@@ -238,7 +256,7 @@ class MultiDownload:
             self._dest.remove(self._state_name)
             return single.run(fresh=True)
         except OSError as exc:
-            raise single._os_error(exc) from None
+            raise single.os_error(exc) from None
         finally:
             os.close(fd)
             if self._space is not None:
@@ -374,12 +392,14 @@ class MultiDownload:
             headers["If-Range"] = validator
         with self._client.stream("GET", self._source.url, headers=headers) as response:
             self._accept(response, segment.cursor, plan.size)
-            for chunk in response.iter_raw():  # pieces as they arrive: a drop loses none
+            # A server may send less than asked (some cap each range): what it promised.
+            promised = segment.cursor + (content_length(response) or plan.room(segment))
+            for chunk in _pieces(response):  # as they arrive: a dropped connection loses none
                 if self._halt.is_set():
                     return
                 room = plan.room(segment)
                 piece = chunk[:room]
-                view, at = memoryview(piece), segment.cursor
+                view, at = piece, segment.cursor
                 while view:
                     n = os.pwrite(fd, view, at)
                     view, at = view[n:], at + n
@@ -389,13 +409,13 @@ class MultiDownload:
                     self._failures = 0  # bytes arrived: the retry budget starts again
                 if len(piece) < len(chunk) or plan.room(segment) <= 0:
                     return  # the rest of this range is another worker's now
-        if plan.room(segment) > 0:
+        if plan.room(segment) > 0 and segment.cursor < promised:
             raise _Retry(f"short body ({plan.room(segment)} bytes of a range missing)")
 
     def _accept(self, response: httpx.Response, start: int, size: int) -> None:
         status = response.status_code
         if status == 206:
-            got, total = _content_range(response.headers.get("content-range"))
+            got, total = content_range(response.headers.get("content-range"))
             etag = response.headers.get("etag")
             if got != start or total != size or (etag and self._etag and etag != self._etag):
                 raise _Changed()
@@ -458,7 +478,7 @@ class MultiDownload:
                 with self._client.stream("GET", self._source.url, headers=headers) as response:
                     status = response.status_code
                     if status == 206:
-                        _, total = _content_range(response.headers.get("content-range"))
+                        _, total = content_range(response.headers.get("content-range"))
                         if total is None or total > MAX_ARCHIVE_BYTES:
                             raise _NoRanges()
                         self._etag = response.headers.get("etag")
@@ -493,7 +513,7 @@ class MultiDownload:
         on_disk = os.fstat(fd).st_size
         if isinstance(doc, dict) and doc.get("version") == 1:
             # A single-connection run's partial file: its bytes are the range from zero.
-            state = _State.from_json(doc)
+            state = PartState.from_json(doc)
             if state is None or state.source != self._source.display or not state.size:
                 return None, []
             if state.job_id != self._source.job_id or not (state.etag or state.last_modified):
@@ -507,6 +527,9 @@ class MultiDownload:
             return None, []
         if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_ARCHIVE_BYTES:
             return None, []
+        sha1 = doc.get("sha1")
+        if isinstance(sha1, str) and self._expected_sha1 and sha1 != self._expected_sha1:
+            return None, []  # the API publishes another archive now
         etag, modified = doc.get("etag"), doc.get("lastModified")
         if not (isinstance(etag, str) or isinstance(modified, str)) or on_disk != size:
             return None, []

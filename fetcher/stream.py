@@ -139,7 +139,7 @@ def read_body(response: httpx.Response, writer: BodyWriter) -> Iterator[int]:
     connection instead of reusing it.
     """
     raw = response.iter_raw()
-    sock = _body_socket(response)
+    sock = body_socket(response)
     length = content_length(response)
     if sock is not None and length is not None:
         first = next(raw, b"")
@@ -195,7 +195,7 @@ def _read_socket(
         yield n
 
 
-def _body_socket(response: httpx.Response) -> socket.socket | None:
+def body_socket(response: httpx.Response) -> socket.socket | None:
     """The socket an HTTP/1.x body can be read from directly, or None to go through httpx."""
     if response.http_version not in ("HTTP/1.1", "HTTP/1.0"):
         return None  # HTTP/2 multiplexes streams over its connection

@@ -42,7 +42,7 @@ class Progress(Protocol):
         """Report `done` bytes of `total` (None while unknown)."""
 
 
-def _no_progress(done: int, total: int | None) -> None:
+def no_progress(done: int, total: int | None) -> None:
     return None
 
 
@@ -75,7 +75,7 @@ class PartResult:
 
 
 @dataclass
-class _State:
+class PartState:
     """What the partial file belongs to; kept beside it in `.NAME.part.json`."""
 
     job_id: str
@@ -99,7 +99,7 @@ class _State:
         }
 
     @classmethod
-    def from_json(cls, obj: object) -> _State | None:
+    def from_json(cls, obj: object) -> PartState | None:
         if not isinstance(obj, dict) or obj.get("version") != STATE_VERSION:
             return None
         size = obj.get("size")
@@ -150,7 +150,7 @@ class Download:
         expected_sha1: str | None,
         policy: RetryPolicy,
         space: SpaceGuard | None = None,
-        progress: Progress = _no_progress,
+        progress: Progress = no_progress,
         write: Write = os.write,
         clock: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
@@ -160,6 +160,10 @@ class Download:
         # The archive check follows the SHA1 over every byte of the partial file, in order;
         # it starts again whenever the file does.
         self._new_check = check
+        # What a MultiDownload of the same archive works with (the progress before wrapping).
+        self.client, self.dest, self.name, self.source = client, dest, name, source
+        self.expected_sha1, self.policy, self.space = expected_sha1, policy, space
+        self.stop, self.progress, self.new_check = stop, progress, check
         self._check: ArchiveCheck | None = None  # made when the partial file is opened
         self._expected_sha1 = expected_sha1
         self._policy, self._space = policy, space
@@ -167,7 +171,7 @@ class Download:
         self._progress = progress if stop is None else self._stoppable(progress)
         self._write, self._clock = write, clock
         self._part, self._state_name = partial_name(name), state_name(name)
-        self._state = _State(job_id=source.job_id, source=source.display, sha1=expected_sha1)
+        self._state = PartState(job_id=source.job_id, source=source.display, sha1=expected_sha1)
         self._digest: Any = hashlib.sha1()
         self._offset = 0
         self.attempts = 0
@@ -182,7 +186,7 @@ class Download:
             self._loop(fd)
             os.fsync(fd)
         except OSError as exc:
-            raise self._os_error(exc) from None
+            raise self.os_error(exc) from None
         finally:
             os.close(fd)
             if self._space is not None:
@@ -200,7 +204,7 @@ class Download:
         try:
             fd = self._dest.open_private(self._part)  # no symlink, no shared hard link
         except OSError as exc:
-            raise self._os_error(exc) from None
+            raise self.os_error(exc) from None
         try:
             size = os.fstat(fd).st_size
             state = None if fresh else self._load_state()
@@ -220,16 +224,16 @@ class Download:
             raise
         return fd
 
-    def _load_state(self) -> _State | None:
+    def _load_state(self) -> PartState | None:
         try:
-            return _State.from_json(self._dest.read_json(self._state_name, limit=64 * 1024))
+            return PartState.from_json(self._dest.read_json(self._state_name, limit=64 * 1024))
         except (ValueError, OSError):
             return None  # a state file that lies or is torn means "start over"
 
-    def _same_link(self, state: _State) -> bool:
+    def _same_link(self, state: PartState) -> bool:
         return state.job_id == self._source.job_id and state.source == self._source.display
 
-    def _matches(self, state: _State, size: int) -> bool:
+    def _matches(self, state: PartState, size: int) -> bool:
         if not self._same_link(state):
             return False
         if state.sha1 and self._expected_sha1 and state.sha1 != self._expected_sha1:
@@ -270,7 +274,7 @@ class Download:
                 return
             except _Restart:
                 self._truncate(fd)
-                self._state = _State(
+                self._state = PartState(
                     self._source.job_id, self._source.display, sha1=self._state.sha1
                 )
                 failures += 1
@@ -360,7 +364,7 @@ class Download:
             length = self._believable(content_length(response))  # before truncating
             if self._offset > 0:
                 self._truncate(fd)  # Range ignored, or If-Range said the file changed
-            self._state = _State(
+            self._state = PartState(
                 self._source.job_id,
                 self._source.display,
                 etag=response.headers.get("etag"),
@@ -371,7 +375,7 @@ class Download:
             self._save_state()
             return length
         if status == 206:
-            start, total = _content_range(response.headers.get("content-range"))
+            start, total = content_range(response.headers.get("content-range"))
             self._believable(total)
             if start != self._offset or total is None:
                 raise _Restart()
@@ -441,7 +445,7 @@ class Download:
             os.fsync(fd)  # data first, then the state that calls it complete
             self._save_state()
 
-    def _os_error(self, exc: OSError) -> FetcherError:
+    def os_error(self, exc: OSError) -> FetcherError:
         where = self._dest.path / self._part
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             # Say what a full disk leaves behind here: the bytes so far, ready to resume.
@@ -457,13 +461,13 @@ def _limited(max_downloads: int | None) -> bool:
     return max_downloads is not None and max_downloads < 2**31 - 1
 
 
-def _if_range(state: _State) -> str | None:
+def _if_range(state: PartState) -> str | None:
     if state.etag and not state.etag.startswith("W/"):
         return state.etag  # weak validators are not allowed in If-Range
     return state.last_modified
 
 
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
+def content_range(value: str | None) -> tuple[int | None, int | None]:
     """Parse 'bytes START-END/TOTAL'; (None, None) when absent or malformed."""
     match = _CONTENT_RANGE.match(value or "")
     if not match:

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Benchmark `fetcher` on loopback, HTTP and HTTPS, against curl, openssl sha1, tar and aria2c.
 
-Issues 5, 9 and 12. Run it through scripts/bench, which installs the tools and reuses .venv.
+Issues 5, 9, 11 and 12. Run it through scripts/bench, which installs the tools and reuses .venv.
 Everything it makes lives under .bench/: payloads (restore-style tar.gz archives made by
 scripts/fake_atlas.py) are made once and kept, and made again when fake_atlas writes another
-layout; work files are removed at the end. Servers: nginx on four loopback ports (one plain,
-two with `limit_rate` per connection, one HTTPS with a self-signed certificate made once under
+layout; work files are removed at the end. Servers: nginx on five loopback ports (one plain,
+three with `limit_rate` per connection, one HTTPS with a self-signed certificate made once under
 .bench/run/tls/) serving the payloads, and scripts/fake_atlas.py instances whose delivery URLs
 point at nginx (their API itself stays plain HTTP).
 
@@ -45,10 +45,12 @@ WORK = BENCH / "work"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 FETCHER = Path(sys.executable).parent / "fetcher"
-STEPS = ("fetch", "rate100", "tls", "verify", "deep", "resume", "batch", "scale")
+STEPS = ("fetch", "rate100", "tls", "verify", "deep", "resume", "batch", "multi", "scale")
 SCALE_JOBS = (200, 1000)  # the two batch sizes of the per-job cost comparison
 SCALE_ARCHIVE = 16 * 1024
 FAST_RATE_MIB = 100  # the rate100 step: one archive from a link limited to this per connection
+MULTI_RATE_MIB = 16  # the multi step (issue 11): one archive over several capped connections
+MULTI_CONNECTIONS = 8  # fetcher --connections and aria2c -x/-s in the multi step
 RSS_GOAL = 64 * MIB
 TLS = RUN / "tls"  # the HTTPS server's self-signed certificate (its own CA) and key
 NGINX_CONF = """daemon off;
@@ -78,6 +80,12 @@ http {{
         root {root};
         limit_rate {fast_rate}m;
         access_log {run}/access-fast.log bench;
+    }}
+    server {{
+        listen 127.0.0.1:{multi_port};
+        root {root};
+        limit_rate {multi_rate}m;
+        access_log {run}/access-multi.log bench;
     }}
     server {{
         listen 127.0.0.1:{tls_port} ssl;
@@ -202,14 +210,19 @@ class Atlas:
     env: dict[str, str]
     archives: list[Archive] = field(default_factory=list)
     ca_cert: Path | None = None  # for pull links on the HTTPS port
+    connections: int | None = None  # fetcher --connections; None: fetcher's default
 
-    def fetch(self, dest: Path, *, one: bool = True, parallel: int = 4) -> list[str]:
+    def fetch(
+        self, dest: Path, *, one: bool = True, parallel: int = 4, connections: int | None = None
+    ) -> list[str]:
         """`fetcher fetch` argv for the first archive's job, or for the whole batch."""
         target = ["--job", self.archives[0].job_id] if one else ["--batch", self.batch]
+        connections = connections or self.connections
         return [
             *(str(FETCHER), "fetch", "--base-url", self.api, "--group", self.group),
             *("--cluster", self.cluster, *target, "--dest", str(dest), "--quiet"),
             *("--parallel", str(parallel)),
+            *(("--connections", str(connections)) if connections else ()),
             *(("--ca-cert", str(self.ca_cert)) if self.ca_cert else ()),
         ]
 
@@ -256,7 +269,8 @@ class Servers:
     def __init__(self) -> None:
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.port, self.limited_port, self.fast_port = free_port(), free_port(), free_port()
-        self.tls_port = free_port()
+        self.multi_port, self.tls_port = free_port(), free_port()
+        self.connections: int | None = None  # given to every Atlas started here
 
     def close(self) -> None:
         """Stop every child: SIGTERM, then SIGKILL after 10 s."""
@@ -272,9 +286,10 @@ class Servers:
                 proc.wait()
         self._procs.clear()
 
-    def start_nginx(self, rate_mib: int, fast_rate_mib: int) -> None:
-        """Serve PAYLOAD plainly on one port, at `rate_mib` and `fast_rate_mib` MiB/s per
-        connection on two others, and over HTTPS (unlimited) on a fourth."""
+    def start_nginx(self, rate_mib: int, fast_rate_mib: int, multi_rate_mib: int) -> None:
+        """Serve PAYLOAD plainly on one port, at `rate_mib`, `fast_rate_mib` and
+        `multi_rate_mib` MiB/s per connection on three others, and over HTTPS (unlimited) on
+        a fifth."""
         make_certificate()
         conf = RUN / "nginx.conf"
         conf.write_text(
@@ -286,6 +301,8 @@ class Servers:
                 rate=rate_mib,
                 fast_port=self.fast_port,
                 fast_rate=fast_rate_mib,
+                multi_port=self.multi_port,
+                multi_rate=multi_rate_mib,
                 tls_port=self.tls_port,
                 tls=TLS,
             )
@@ -293,7 +310,7 @@ class Servers:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         proc = spawn([nginx, "-e", str(RUN / "nginx-error.log"), "-c", str(conf)], log="nginx")
         self._procs.append(("nginx", proc))
-        ports = (self.port, self.limited_port, self.fast_port, self.tls_port)
+        ports = (self.port, self.limited_port, self.fast_port, self.multi_port, self.tls_port)
         wait_for(lambda: all(listening(p) for p in ports), proc, "nginx")
 
     def start_atlas(
@@ -347,6 +364,7 @@ class Servers:
                 for j in jobs
             ],
             ca_cert=TLS / "cert.pem" if tls else None,
+            connections=self.connections,
         )
 
 
@@ -673,6 +691,85 @@ class Bench:
         )
         self.rows[-1].note = "aria2c checks each SHA1 after its download, one file at a time"
 
+    def multi(self, atlas: Atlas, rate_mib: int, connections: int = MULTI_CONNECTIONS) -> None:
+        """One archive over `connections` connections, each capped at `rate_mib` MiB/s (issue
+        11): `fetcher fetch --connections N` against `aria2c -xN -sN -k1M --checksum=sha-1=…`
+        and `sync FILE`, and against the ideal, size / (N x rate); one single-connection fetch
+        afterwards shows what the connections bring."""
+        archive = atlas.archives[0]
+        ideal = archive.size / (connections * rate_mib * MIB)
+        what = f"fetch {size(archive.size)} @ {rate_mib} MiB/s per connection, {connections} conn."
+        print(
+            f"bench: {what} (ideal {ideal:.2f} s) vs aria2c -x{connections} + sync,"
+            f" {self.runs} pairs",
+            flush=True,
+        )
+
+        def fetch(n: int) -> Callable[[], float]:
+            def run() -> float:
+                dest = fresh(WORK / "multi-fetch")
+                argv = atlas.fetch(dest, connections=n)
+                return self.fetched(
+                    timed(argv, log="fetcher-multi", env=atlas.env), dest, [archive]
+                ).wall
+
+            return run
+
+        synced: list[float] = []  # the sync part of each aria2c run
+
+        def aria2() -> float:
+            out = fresh(WORK / "multi-aria2")
+            argv = [
+                *("aria2c", f"-x{connections}", f"-s{connections}", "-k1M"),
+                *(f"--checksum=sha-1={archive.sha1}", "-d", str(out), "-o", archive.name),
+                *("--quiet=true", "--allow-overwrite=true", "--auto-file-renaming=false"),
+                archive.url,
+            ]
+            got = checked(timed(argv, log="aria2c-multi"), "aria2c")
+            if (have := (out / archive.name).stat().st_size) != archive.size:
+                raise BenchError(f"aria2c: {have} bytes, expected {archive.size}")
+            sync = checked(timed(["sync", str(out / archive.name)], log="aria2c-multi"), "sync")
+            synced.append(sync.wall)
+            return got.wall + sync.wall
+
+        result = self.pairs(fetch(connections), aria2, warmup=True)
+        print(f"bench: the same archive with --connections 1 (ideal {ideal * connections:.2f} s)")
+        single = fetch(1)()
+        print(f"bench:   {single:.2f} s")
+        self.raw["multi"] = {
+            "pairs": result,
+            "ideal": ideal,
+            "rateMiB": rate_mib,
+            "connections": connections,
+            "aria2Sync": synced[-len(result) :],
+            "oneConnection": single,
+        }
+        fetched, aria = [a for a, _ in result], [b for _, b in result]
+        self.compare(
+            f"{what} vs aria2c -x{connections} -s{connections} -k1M --checksum + sync",
+            result,
+            0.90,
+        )
+        self.rows[-1].note = (
+            f"aria2c's figure includes sync FILE (median {seconds(synced[-len(result) :])});"
+            " aria2c checks the SHA1 after the download"
+        )
+        vs_ideal = statistics.median(a / ideal for a in fetched)
+        self.rows.append(
+            Row(
+                f"{what} vs ideal",
+                seconds(fetched),
+                f"{ideal:.2f} s",
+                vs_ideal,
+                "<= 1.30",
+                vs_ideal <= 1.30,
+                f"ideal = size / ({connections} x rate); aria2c + sync:"
+                f" {statistics.median(b / ideal for b in aria):.3f} x ideal;"
+                f" --connections 1: {single:.2f} s ({single / ideal:.2f} x ideal,"
+                f" {single / statistics.median(fetched):.1f}x the {connections} connections)",
+            )
+        )
+
     def scale(self, small: Atlas, large: Atlas) -> None:
         """Many small archives: the per-job cost must not grow with the size of the batch."""
         n, m = len(small.archives), len(large.archives)
@@ -789,11 +886,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=FAST_RATE_MIB,
         help=f"limit_rate per connection of the rate100 step ({FAST_RATE_MIB})",
     )
+    p.add_argument(
+        "--multi-mib", type=int, default=256, help="the multi step's archive (default 256)"
+    )
+    p.add_argument(
+        "--multi-rate-mib",
+        type=int,
+        default=MULTI_RATE_MIB,
+        help=f"limit_rate per connection of the multi step ({MULTI_RATE_MIB})",
+    )
+    p.add_argument(
+        "--connections",
+        type=int,
+        metavar="N",
+        help="fetcher --connections N in every step but multi [default: fetcher's own]",
+    )
     p.add_argument("--keep", action="store_true", help="keep .bench/work afterwards")
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
-    if set(args.only) - set(STEPS) or args.runs < 1:
-        p.error(f"--only takes some of {','.join(STEPS)}; --runs must be at least 1")
+    if set(args.only) - set(STEPS) or args.runs < 1 or (args.connections or 1) < 1:
+        p.error(
+            f"--only takes some of {','.join(STEPS)}; --runs and --connections must be at least 1"
+        )
     return args
 
 
@@ -802,11 +916,11 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def serving(rate_mib: int, fast_rate_mib: int) -> Iterator[Servers]:
+def serving(rate_mib: int, fast_rate_mib: int, multi_rate_mib: int) -> Iterator[Servers]:
     """nginx for the whole run; everything started stopped however the run ends."""
     servers = Servers()
     try:
-        servers.start_nginx(rate_mib, fast_rate_mib)
+        servers.start_nginx(rate_mib, fast_rate_mib, multi_rate_mib)
         yield servers
     finally:
         servers.close()
@@ -818,7 +932,9 @@ def measure(args: argparse.Namespace, bench: Bench) -> None:
     single = PAYLOAD / f"single-{args.size_mib}M"
     make_payload(single, "Bench1", args.size_mib * MIB)
     batch = PAYLOAD / f"batch-{args.batch_mib}M"
-    with serving(args.rate_mib, args.fast_rate_mib) as servers:
+    own: range = range(0)  # the rows of the multi step, which sets --connections itself
+    with serving(args.rate_mib, args.fast_rate_mib, args.multi_rate_mib) as servers:
+        servers.connections = args.connections
 
         def single_archive(port: int, suffix: str = "", *, tls: bool = False) -> Atlas:
             """The single archive, its links on nginx at `port` (one instance per port)."""
@@ -858,6 +974,17 @@ def measure(args: argparse.Namespace, bench: Bench) -> None:
                 port=servers.limited_port,
             )
             bench.batch(many, args.rate_mib)
+        if "multi" in args.only:
+            multi = PAYLOAD / f"multi-{args.multi_mib}M"
+            make_payload(multi, "BenchM", args.multi_mib * MIB)
+            servers.connections = None  # the step sets its own
+            big = servers.start_atlas(
+                multi, cluster="BenchM", shards=1, size=small, port=servers.multi_port
+            )
+            mark = len(bench.rows)
+            bench.multi(big, args.multi_rate_mib)
+            own = range(mark, len(bench.rows))
+            servers.connections = args.connections
         if "scale" in args.only:
             fewer, more = [
                 servers.start_atlas(
@@ -870,6 +997,10 @@ def measure(args: argparse.Namespace, bench: Bench) -> None:
                 for jobs in SCALE_JOBS
             ]
             bench.scale(fewer, more)
+    if args.connections:  # say so on every row it applies to
+        for i, row in enumerate(bench.rows):
+            if i not in own:
+                row.note = "; ".join(filter(None, [f"--connections {args.connections}", row.note]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -893,7 +1024,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(WORK, ignore_errors=True)
-    record = {"machine": about, "rows": [asdict(r) for r in bench.rows], "raw": bench.raw}
+    record = {
+        "machine": about,
+        "connections": args.connections,
+        "rows": [asdict(r) for r in bench.rows],
+        "raw": bench.raw,
+    }
     (BENCH / f"results-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
         json.dumps(record, indent=1)
     )

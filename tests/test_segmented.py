@@ -15,12 +15,13 @@ import httpx
 import pytest
 
 from fetcher.archive import ArchiveCheck
+from fetcher.errors import TransferError
 from fetcher.names import partial_name, state_name
 from fetcher.redact import display_url
 from fetcher.retry import RetryPolicy
 from fetcher.segmented import MIN_SPLIT, MultiDownload, Plan, merge, missing
 from fetcher.storage import Destination
-from fetcher.transfer import PartResult, Source
+from fetcher.transfer import Download, PartResult, Source
 from tests.conftest import Atlas, fetch_args, loud, run_cli
 from tests.pullserver import Fault, PullServer
 from tests.support import (
@@ -66,16 +67,16 @@ def fetch(
     fresh: bool = False,
 ) -> PartResult:
     url = pull.url(PATH)
-    return MultiDownload(
+    single = Download(
         client,
         dest,
         NAME,
         Source(job_id="job1", url=url, display=display_url(url)),
-        connections=connections,
         expected_sha1=None,
         policy=RetryPolicy(retries=5, sleep=sleeps or Sleeps()),
         check=ArchiveCheck,
-    ).run(fresh=fresh)
+    )
+    return MultiDownload(single, connections=connections).run(fresh=fresh)
 
 
 def starts(pull: PullServer) -> list[int | None]:
@@ -277,3 +278,37 @@ def test_kill_9_with_ranges_in_flight_then_a_rerun_fetches_little_twice(
     # The re-run asked for what was missing only, each range guarded by If-Range.
     rerun = atlas.pull.requests_for(job["_path"])[before:]
     assert rerun and all(s.headers.get("if-range") and s.headers.get("range") for s in rerun)
+
+
+def test_a_server_that_gives_no_total_gets_one_connection(
+    client: httpx.Client, dest: Destination, pull: PullServer, archive: bytes
+) -> None:
+    resource = pull.add(PATH, archive)
+    resource.faults = [Fault(headers={"Content-Range": "bytes 0-0/*"})]
+    result = fetch(client, dest, pull)
+    assert result.sha1 == sha1(archive)
+    assert starts(pull) == [0, None]  # the probe, then one plain GET
+
+
+def test_a_single_connection_partial_file_is_continued_by_several(
+    client: httpx.Client, dest: Destination, pull: PullServer, archive: bytes
+) -> None:
+    resource = pull.add(PATH, archive)
+    resource.faults = [Fault(drop_after=3 * MiB)]
+    url = pull.url(PATH)
+    single = Download(
+        client,
+        dest,
+        NAME,
+        Source(job_id="job1", url=url, display=display_url(url)),
+        expected_sha1=None,
+        policy=RetryPolicy(retries=0, sleep=Sleeps()),
+    )
+    with pytest.raises(TransferError):
+        single.run()
+    kept = (dest.path / partial_name(NAME)).stat().st_size
+    assert kept >= 2 * MiB
+    result = fetch(client, dest, pull)
+    assert result.sha1 == sha1(archive)
+    assert result.resumed_bytes == kept
+    assert min(a for a in starts(pull)[1:] if a is not None) >= kept  # nothing asked twice
