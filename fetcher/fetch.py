@@ -570,7 +570,9 @@ class Fetcher:
             check=ArchiveCheck,
         )
         if connections > 1:
-            return MultiDownload(engine, connections=connections).run(fresh=fresh)
+            near_single = self._connections is None  # the default yields to a near server
+            multi = MultiDownload(engine, connections=connections, near_single=near_single)
+            return multi.run(fresh=fresh)
         return engine.run(fresh=fresh)
 
     def _connections_for(self, source: Source) -> int:

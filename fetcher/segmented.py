@@ -18,12 +18,13 @@ gets one connection: `run()` hands over to the single-connection Download.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ from fetcher.names import partial_name, state_name
 from fetcher.retry import certificate_error, is_retryable_status, parse_retry_after
 from fetcher.ring import Ring, feed
 from fetcher.storage import HASH_BLOCK, HASH_BUFFERS
-from fetcher.stream import body_socket, content_length
+from fetcher.stream import content_length
 from fetcher.transfer import (
     MAX_ARCHIVE_BYTES,
     Download,
@@ -44,7 +45,11 @@ from fetcher.transfer import (
 )
 
 STATE_VERSION = 2
-SOCKET_BUFFER = 256 * 1024  # one worker's socket reads, each written in place at once
+MIN_PIECE = 8 * 1024 * 1024  # the ranges a download is cut into, at first
+MAX_PIECE = 64 * 1024 * 1024
+# A server that answers a request within this is on this host or its LAN: one connection
+# fills such a link, and several would only cost CPU (httpx's copies) the transfer needs.
+NEAR_SECONDS = 0.005
 MIN_SPLIT = 1024 * 1024  # a range is split only when each half keeps this much (aria2's -k)
 CHECKPOINT_SECONDS = 1.0
 PROGRESS_INTERVAL = 0.2
@@ -57,6 +62,10 @@ class _Changed(Exception):
 
 class _NoRanges(Exception):
     """The server answers byte ranges with the whole file, or gives no length."""
+
+
+class _Near(Exception):
+    """The server answers at once: one connection fills the link, and costs less CPU."""
 
 
 class _Retry(Exception):
@@ -77,19 +86,25 @@ class _Segment:
 class Plan:
     """Which ranges are written, which are being fetched, and which nobody has taken yet."""
 
-    def __init__(self, size: int, done: list[Interval], pieces: int) -> None:
+    def __init__(self, size: int, done: list[Interval], connections: int) -> None:
         self.size = size
         self.changed = threading.Condition()  # notified whenever bytes are written
         self._done = merge(done)
         self._active: list[_Segment] = []
         gaps = missing(self._done, size)
-        # The first hand-out: the gaps cut into about `pieces` ranges of equal size.
-        share = max(MIN_SPLIT, -(-sum(e - s for s, e in gaps) // max(1, pieces)))
+        # The gaps cut into pieces handed out in order: the written part of the file then
+        # grows from its start, and the SHA1 and the archive check, which can only follow
+        # the prefix, keep up instead of reading most of the archive after its last byte.
+        # About 4 pieces a connection, 8 to 64 MiB each (a request each, on a connection
+        # kept open), and never fewer pieces than connections: a connection with no piece
+        # of its own would split one.
+        total, n = sum(e - s for s, e in gaps), max(1, connections)
+        piece = min(MAX_PIECE, max(MIN_PIECE, total // (4 * n)), max(MIN_SPLIT, -(-total // n)))
         self._todo: list[Interval] = []
         for start, end in gaps:
-            while end - start > share + MIN_SPLIT:
-                self._todo.append((start, start + share))
-                start += share
+            while end - start > piece + MIN_SPLIT:
+                self._todo.append((start, start + piece))
+                start += piece
             self._todo.append((start, end))
 
     def take(self) -> _Segment | None:
@@ -170,40 +185,15 @@ def missing(done: list[Interval], size: int) -> list[Interval]:
     return gaps
 
 
-def _pieces(response: httpx.Response) -> Iterator[memoryview]:
-    """The body as it arrives; straight from the socket when httpx need not unframe it.
+def _mark(marks: dict[str, float], clock: Callable[[], float], event: str, info: object) -> None:
+    marks[event] = clock()
 
-    Through httpx every read is copied three times in Python (see fetcher.stream.read_body);
-    a body of known length on a plain HTTP/1.1 connection is read from the socket into one
-    buffer instead, with httpx's read timeout and exceptions.
-    """
-    raw = response.iter_raw()
-    sock, length = body_socket(response), content_length(response)
-    if sock is None or length is None:
-        yield from (memoryview(chunk) for chunk in raw)
-        return
-    first = next(raw, b"")
-    if first:
-        yield memoryview(first)
-    remaining = length - len(first)
-    buffer = memoryview(bytearray(SOCKET_BUFFER))
-    request = response.request
-    sock.settimeout(request.extensions.get("timeout", {}).get("read"))
-    while remaining > 0:
-        try:
-            n = sock.recv_into(buffer[: min(SOCKET_BUFFER, remaining)])
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
-        except OSError as exc:
-            raise httpx.ReadError(str(exc), request=request) from exc
-        if n == 0:
-            raise httpx.RemoteProtocolError(
-                f"peer closed connection without sending complete message body ({remaining}"
-                " bytes missing)",
-                request=request,
-            )
-        remaining -= n
-        yield buffer[:n]
+
+def _answered_within(marks: dict[str, float], seconds: float) -> bool:
+    """Whether the probe's answer came within `seconds` of its request (httpcore's trace)."""
+    sent = marks.get("http11.send_request_headers.started")
+    answered = marks.get("http11.receive_response_headers.complete")
+    return sent is not None and answered is not None and answered - sent < seconds
 
 
 class MultiDownload:
@@ -214,6 +204,8 @@ class MultiDownload:
         single: Download,
         *,
         connections: int,
+        near_single: bool = False,
+        near_seconds: float = NEAR_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # The single-connection download, set up for this archive: its settings are this
@@ -224,6 +216,8 @@ class MultiDownload:
         self._policy, self._space, self._stop = single.policy, single.space, single.stop
         self._progress, self._new_check = single.progress, single.new_check
         self._connections = max(1, connections)
+        # A default, not a request: a server that answers within NEAR_SECONDS gets one.
+        self._near_single, self._near_seconds = near_single, near_seconds
         self._clock = clock
         self._part, self._state_name = partial_name(self._name), state_name(self._name)
         self._lock = threading.Lock()
@@ -251,6 +245,8 @@ class MultiDownload:
                 except _Changed:
                     fresh = True
             raise TransferError(f"{self._name}: the archive kept changing on the server")
+        except _Near:
+            return single.run(fresh=fresh)  # nothing was written: the single one starts as ever
         except _NoRanges:
             os.ftruncate(fd, 0)
             self._dest.remove(self._state_name)
@@ -394,7 +390,11 @@ class MultiDownload:
             self._accept(response, segment.cursor, plan.size)
             # A server may send less than asked (some cap each range): what it promised.
             promised = segment.cursor + (content_length(response) or plan.room(segment))
-            for chunk in _pieces(response):  # as they arrive: a dropped connection loses none
+            # Through httpx, read to the end: the connection then serves the next piece
+            # (no new handshake, no new slow start on a long link). Chunks come as they
+            # arrive, so a dropped connection loses nothing that reached us.
+            for data in response.iter_raw():
+                chunk = memoryview(data)
                 if self._halt.is_set():
                     return
                 room = plan.room(segment)
@@ -407,8 +407,8 @@ class MultiDownload:
                 with self._lock:
                     self._downloaded += len(piece)
                     self._failures = 0  # bytes arrived: the retry budget starts again
-                if len(piece) < len(chunk) or plan.room(segment) <= 0:
-                    return  # the rest of this range is another worker's now
+                if len(piece) < len(chunk) or (plan.room(segment) <= 0 and at < promised):
+                    return  # the rest of this range is another worker's now (a split)
         if plan.room(segment) > 0 and segment.cursor < promised:
             raise _Retry(f"short body ({plan.room(segment)} bytes of a range missing)")
 
@@ -474,13 +474,19 @@ class MultiDownload:
             if self._stop is not None and self._stop.is_set():
                 raise TransferError(f"{self._name}: interrupted")
             self._attempts += 1
+            marks: dict[str, float] = {}
+            trace = functools.partial(_mark, marks, self._clock)
             try:
-                with self._client.stream("GET", self._source.url, headers=headers) as response:
+                with self._client.stream(
+                    "GET", self._source.url, headers=headers, extensions={"trace": trace}
+                ) as response:
                     status = response.status_code
                     if status == 206:
                         _, total = content_range(response.headers.get("content-range"))
                         if total is None or total > MAX_ARCHIVE_BYTES:
                             raise _NoRanges()
+                        if self._near_single and _answered_within(marks, self._near_seconds):
+                            raise _Near()
                         self._etag = response.headers.get("etag")
                         self._last_modified = response.headers.get("last-modified")
                         return total

@@ -37,6 +37,7 @@ class Fault:
     redirect_to: str | None = None  # answer 302 with this Location instead of the file
     content_length: str | None = None  # announce this Content-Length (the body stays the file)
     rate: int | None = None  # send at most this many bytes a second (a slow connection)
+    delay: float = 0.0  # wait this long before answering (a server far away)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Served:
     headers: dict[str, str]
     status: int
     sent: int
+    client: tuple[str, int] = ("", 0)  # the client's address: one per TCP connection
 
 
 @dataclass
@@ -132,7 +134,9 @@ class PullServer:
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         headers = {k.lower(): v for k, v in h.headers.items()}
         resource = self.resources.get(h.path.split("?")[0])
-        served = Served(path=h.path.split("?")[0], headers=headers, status=0, sent=0)
+        served = Served(
+            path=h.path.split("?")[0], headers=headers, status=0, sent=0, client=h.client_address
+        )
         with self._lock:
             self.log.append(served)
         if self.on_request is not None:
@@ -146,6 +150,8 @@ class PullServer:
                 self._reply(h, served, *refused)
                 return
         fault = self._fault_for(resource, headers.get("range"))
+        if fault.delay:
+            time.sleep(fault.delay)
         if fault.redirect_to is not None:
             self._reply(h, served, 302, b"", {"Location": fault.redirect_to})
             return
