@@ -635,7 +635,8 @@ def verify_command(directories: tuple[Path, ...], deep: bool, as_json: bool, qui
                     label = c.name or f"job {c.job_id}"
                     click.echo(_shown(f"{c.status:<13} {where}{label}: {c.detail}"))
         ok = sum(1 for c in checks if c.status == "ok")
-        click.echo(f"{ok} of {len(checks)} archives intact (exit {code})")
+        if not quiet or code != 0:  # --quiet: nothing at all when all is well
+            click.echo(f"{ok} of {len(checks)} archives intact (exit {code})")
         _show_readiness(manifest, directories[0], out=sys.stdout, quiet=quiet)
     sys.exit(code)
 

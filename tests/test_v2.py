@@ -83,6 +83,8 @@ def test_a_replica_set_job_is_its_deliveryurl(
     assert entry["id"] == job.id and entry["outcome"] == "verified"
     assert entry["files"][0]["replicaSet"] == f"{CLUSTER_V2}-rs"
     assert doc["restoreSet"]["verdict"].startswith(f"ready to restore: replica set {CLUSTER_V2}-rs")
+    quiet = run_cli("verify", "--quiet", str(dest))
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")  # all is well: silence
 
 
 @pytest.mark.parametrize(
