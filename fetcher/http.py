@@ -171,7 +171,9 @@ def pull_client(settings: Settings, *, log: Log | None = None) -> httpx.Client:
         follow_redirects=True,
         max_redirects=5,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        # --parallel (up to 32) archives of --connections (up to 16) each: no connection
+        # waits for a slot, and each stays open for the archive's next piece.
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
         # No origin is shown whole here: even on the API's host a pull link's path is a token.
         event_hooks=request_log(None, log) if log else None,
     )

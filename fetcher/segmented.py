@@ -50,6 +50,10 @@ MAX_PIECE = 64 * 1024 * 1024
 # A server that answers a request within this is on this host or its LAN: one connection
 # fills such a link, and several would only cost CPU (httpx's copies) the transfer needs.
 NEAR_SECONDS = 0.005
+# A range is split only when, at the rate it has had, it would need longer than this to end
+# (and once it has run this long): a range about to end is not worth a connection's in-flight
+# bytes, which splitting it throws away.
+SPLIT_SECONDS = 0.5
 MIN_SPLIT = 1024 * 1024  # a range is split only when each half keeps this much (aria2's -k)
 CHECKPOINT_SECONDS = 1.0
 PROGRESS_INTERVAL = 0.2
@@ -81,6 +85,7 @@ class _Segment:
     start: int
     cursor: int
     end: int  # lowered when another worker takes the second half
+    began: float = 0.0  # when its worker took it (time.monotonic)
 
 
 class Plan:
@@ -107,26 +112,39 @@ class Plan:
                 start += piece
             self._todo.append((start, end))
 
-    def take(self) -> _Segment | None:
-        """The next range to fetch: a gap nobody holds, else half of the largest one held."""
+    def take(self, halt: threading.Event) -> _Segment | None:
+        """The next range to fetch: a gap nobody holds, else half of a slow one.
+
+        With nothing to hand out yet, wait while ranges are being fetched: one of them may
+        turn out slow. None once nothing is left to fetch, or `halt` is set.
+        """
         with self.changed:
-            if self._todo:
-                start, end = self._todo.pop(0)
-                segment = _Segment(start, start, end)
-            else:
-                victim = max(self._active, key=lambda s: s.end - s.cursor, default=None)
-                if victim is None or victim.end - victim.cursor < 2 * MIN_SPLIT:
+            while not halt.is_set():
+                now = time.monotonic()
+                if self._todo:
+                    start, end = self._todo.pop(0)
+                    segment = _Segment(start, start, end, now)
+                    self._active.append(segment)
+                    return segment
+                if not self._active:
                     return None
-                middle = victim.cursor + (victim.end - victim.cursor) // 2
-                segment = _Segment(middle, middle, victim.end)
-                victim.end = middle  # its worker stops there
-            self._active.append(segment)
-            return segment
+                victim = max(self._active, key=lambda s: _finish_in(s, now))
+                if (
+                    _finish_in(victim, now) > SPLIT_SECONDS
+                    and victim.end - victim.cursor >= 2 * MIN_SPLIT
+                ):
+                    middle = victim.cursor + (victim.end - victim.cursor) // 2
+                    segment = _Segment(middle, middle, victim.end, now)
+                    victim.end = middle  # its worker stops there
+                    self._active.append(segment)
+                    return segment
+                self.changed.wait(SPLIT_SECONDS / 2)
+            return None
 
     def room(self, segment: _Segment) -> int:
         """How many bytes the segment's worker may still write (its end may have moved)."""
         with self.changed:
-            return segment.end - segment.cursor
+            return max(0, segment.end - segment.cursor)
 
     def advance(self, segment: _Segment, n: int) -> None:
         """Count `n` bytes written at the segment's cursor."""
@@ -160,6 +178,16 @@ class Plan:
         """True while some range is still to fetch or being fetched."""
         with self.changed:
             return bool(self._todo or self._active)
+
+
+def _finish_in(segment: _Segment, now: float) -> float:
+    """Seconds the range needs at the rate it has had; a young one is not judged yet."""
+    elapsed = now - segment.began
+    if elapsed < SPLIT_SECONDS:
+        return 0.0
+    rate = (segment.cursor - segment.start) / elapsed
+    remaining = segment.end - segment.cursor
+    return remaining / rate if rate > 0 else float("inf")
 
 
 def merge(intervals: list[Interval]) -> list[Interval]:
@@ -223,7 +251,6 @@ class MultiDownload:
         self._lock = threading.Lock()
         self._halt = threading.Event()  # set to end every worker (an error, an interrupt)
         self._error: BaseException | None = None
-        self._failures = 0
         self._attempts = 0
         self._downloaded = 0
         self._etag: str | None = None
@@ -248,8 +275,8 @@ class MultiDownload:
         except _Near:
             return single.run(fresh=fresh)  # nothing was written: the single one starts as ever
         except _NoRanges:
+            self._dest.remove(self._state_name)  # before the bytes it describes go
             os.ftruncate(fd, 0)
-            self._dest.remove(self._state_name)
             return single.run(fresh=True)
         except OSError as exc:
             raise single.os_error(exc) from None
@@ -265,6 +292,7 @@ class MultiDownload:
         if size is None:
             size = self._probe()
             done = []
+            self._dest.remove(self._state_name)  # before the bytes it describes go
             os.ftruncate(fd, 0)
         os.ftruncate(fd, size)  # a sparse file of the archive's size: every range has a place
         self._save(done, size)
@@ -272,18 +300,21 @@ class MultiDownload:
         if self._space is not None:
             self._space.reserve(self._name, size - resumed, where=str(self._dest.path))
         plan = Plan(size, done, self._connections)
-        workers = [
-            threading.Thread(target=self._work, args=(fd, plan), name=f"fetcher-range-{i}")
-            for i in range(self._connections)
-        ]
-        for worker in workers:
-            worker.start()
+        workers: list[threading.Thread] = []
         try:
+            for i in range(self._connections):
+                worker = threading.Thread(
+                    target=self._work, args=(fd, plan), name=f"fetcher-range-{i}"
+                )
+                worker.start()
+                workers.append(worker)
             digest, report = self._follow(fd, plan)
         finally:
             self._halt.set()
+            with plan.changed:
+                plan.changed.notify_all()  # workers waiting for a range to split
             for worker in workers:
-                worker.join()
+                worker.join()  # no write reaches the file after it is closed
         if self._error is not None:
             os.fdatasync(fd)
             self._save(plan.written(), size)  # every finished range is kept for a resume
@@ -331,9 +362,12 @@ class MultiDownload:
                     if self._error is None:
                         self._fail(TransferError(f"{self._name}: ranges left unfetched"))
                     break
-                while read < available:
+                # At most one checkpoint's worth at a time: saving the state, the progress and
+                # the stop must not wait for a long prefix (a resumed one) to be hashed.
+                upto = min(available, read + every)
+                while read < upto:
                     index = ring.get()
-                    want = min(HASH_BLOCK, available - read)
+                    want = min(HASH_BLOCK, upto - read)
                     n = os.preadv(fd, [memoryview(ring.buffers[index])[:want]], read)
                     ring.put(index, n)
                     if n == 0:
@@ -349,6 +383,8 @@ class MultiDownload:
                 if now - reported >= PROGRESS_INTERVAL:
                     reported = now
                     self._progress(total_written, size)
+                    if self._space is not None:
+                        self._space.update(self._name, size - total_written)
         finally:
             ring.close()
         self._progress(sum(e - s for s, e in plan.written()), size)
@@ -357,20 +393,24 @@ class MultiDownload:
     # -- the workers --------------------------------------------------------------------
 
     def _work(self, fd: int, plan: Plan) -> None:
+        failures = 0  # this connection's, in a row: an outage seen by all counts once each
         while not self._halt.is_set():
-            segment = plan.take()
+            segment = plan.take(self._halt)
             if segment is None:
                 return
+            before = segment.cursor
             try:
                 self._fetch(fd, plan, segment)
             except (_Retry, httpx.TransportError) as exc:
+                failures = 1 if segment.cursor > before else failures + 1  # bytes came: anew
                 plan.release(segment)
-                self._retry_later(exc)
+                self._retry_later(exc, failures)
                 continue
             except BaseException as exc:  # noqa: BLE001 - the main thread raises it
                 plan.release(segment)
                 self._fail(exc)
                 return
+            failures = 0
             plan.release(segment)
 
     def _fetch(self, fd: int, plan: Plan, segment: _Segment) -> None:
@@ -397,8 +437,7 @@ class MultiDownload:
                 chunk = memoryview(data)
                 if self._halt.is_set():
                     return
-                room = plan.room(segment)
-                piece = chunk[:room]
+                piece = chunk[: plan.room(segment)]
                 view, at = piece, segment.cursor
                 while view:
                     n = os.pwrite(fd, view, at)
@@ -406,7 +445,6 @@ class MultiDownload:
                 plan.advance(segment, len(piece))
                 with self._lock:
                     self._downloaded += len(piece)
-                    self._failures = 0  # bytes arrived: the retry budget starts again
                 if len(piece) < len(chunk) or (plan.room(segment) <= 0 and at < promised):
                     return  # the rest of this range is another worker's now (a split)
         if plan.room(segment) > 0 and segment.cursor < promised:
@@ -414,14 +452,20 @@ class MultiDownload:
 
     def _accept(self, response: httpx.Response, start: int, size: int) -> None:
         status = response.status_code
+        etag, modified = response.headers.get("etag"), response.headers.get("last-modified")
+        same = (etag and etag == self._etag) or (modified and modified == self._last_modified)
         if status == 206:
             got, total = content_range(response.headers.get("content-range"))
-            etag = response.headers.get("etag")
-            if got != start or total != size or (etag and self._etag and etag != self._etag):
+            if got != start or total != size:
+                raise _Changed()
+            if (etag and self._etag and etag != self._etag) or (
+                modified and self._last_modified and modified != self._last_modified
+            ):
                 raise _Changed()
             return
         if status == 200:
-            raise _Changed() if self._validator() else _NoRanges()
+            # The whole file: changed (If-Range said so), or Range (or If-Range) not honoured.
+            raise _NoRanges() if same else _Changed()
         if status == 416:
             raise _Changed()
         if is_retryable_status(status):
@@ -431,7 +475,7 @@ class MultiDownload:
             f" for {self._source.display}"
         )
 
-    def _retry_later(self, exc: BaseException) -> None:
+    def _retry_later(self, exc: BaseException, failures: int) -> None:
         if isinstance(exc, httpx.TransportError) and (problem := certificate_error(exc)):
             self._fail(
                 TransferError(
@@ -442,19 +486,19 @@ class MultiDownload:
             return
         why = exc.why if isinstance(exc, _Retry) else type(exc).__name__
         retry_after = exc.retry_after if isinstance(exc, _Retry) else None
-        with self._lock:
-            self._failures += 1
-            failures = self._failures
         if self._policy.exhausted(failures):
             self._fail(
                 TransferError(f"{self._name}: giving up after {self._attempts} attempts ({why})")
             )
             return
-        delay = self._policy.delay(failures, retry_after)
-        if self._policy.sleep is time.sleep:
-            self._halt.wait(delay)
+        self._pause(self._policy.delay(failures, retry_after), self._halt)
+
+    def _pause(self, seconds: float, event: threading.Event | None) -> None:
+        """Wait, unless `event` (a halt, an interrupt) cuts the wait short."""
+        if event is not None and self._policy.sleep is time.sleep:
+            event.wait(seconds)
         else:
-            self._policy.sleep(delay)
+            self._policy.sleep(seconds)  # an injected sleep (tests) is called as it is
 
     def _fail(self, exc: BaseException) -> None:
         with self._lock:
@@ -489,6 +533,10 @@ class MultiDownload:
                             raise _Near()
                         self._etag = response.headers.get("etag")
                         self._last_modified = response.headers.get("last-modified")
+                        if not self._validator():
+                            # Nothing tells one version of the file from the next: ranges
+                            # fetched apart could be spliced from two. One connection.
+                            raise _NoRanges()
                         return total
                     if status in (200, 416):
                         raise _NoRanges()  # the single download says what the status means
@@ -503,7 +551,7 @@ class MultiDownload:
             failures += 1
             if self._policy.exhausted(failures):
                 raise TransferError(f"{self._name}: giving up after {failures} attempts ({why})")
-            self._policy.sleep(self._policy.delay(failures, retry_after))
+            self._pause(self._policy.delay(failures, retry_after), self._stop)
 
     def _validator(self) -> str | None:
         if self._etag and not self._etag.startswith("W/"):
@@ -524,6 +572,8 @@ class MultiDownload:
                 return None, []
             if state.job_id != self._source.job_id or not (state.etag or state.last_modified):
                 return None, []
+            if state.sha1 and self._expected_sha1 and state.sha1 != self._expected_sha1:
+                return None, []  # the API publishes another archive now
             self._etag, self._last_modified = state.etag, state.last_modified
             return state.size, [(0, min(on_disk, state.size))]
         if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
