@@ -59,6 +59,22 @@ def archive() -> bytes:
     return make_archive("shard-0", payload=8 * MiB, level=1)
 
 
+def one_connection(
+    client: httpx.Client, dest: Destination, pull: PullServer, *, retries: int, sleeps: Sleeps
+) -> Download:
+    """The single-connection download of the test archive (what MultiDownload builds on)."""
+    url = pull.url(PATH)
+    return Download(
+        client,
+        dest,
+        NAME,
+        Source(job_id="job1", url=url, display=display_url(url)),
+        expected_sha1=None,
+        policy=RetryPolicy(retries=retries, sleep=sleeps),
+        check=ArchiveCheck,
+    )
+
+
 def fetch(
     client: httpx.Client,
     dest: Destination,
@@ -69,16 +85,7 @@ def fetch(
     fresh: bool = False,
     **options: Any,
 ) -> PartResult:
-    url = pull.url(PATH)
-    single = Download(
-        client,
-        dest,
-        NAME,
-        Source(job_id="job1", url=url, display=display_url(url)),
-        expected_sha1=None,
-        policy=RetryPolicy(retries=5, sleep=sleeps or Sleeps()),
-        check=ArchiveCheck,
-    )
+    single = one_connection(client, dest, pull, retries=5, sleeps=sleeps or Sleeps())
     return MultiDownload(single, connections=connections, **options).run(fresh=fresh)
 
 
@@ -326,17 +333,8 @@ def test_a_single_connection_partial_file_is_continued_by_several(
 ) -> None:
     resource = pull.add(PATH, archive)
     resource.faults = [Fault(drop_after=3 * MiB)]
-    url = pull.url(PATH)
-    single = Download(
-        client,
-        dest,
-        NAME,
-        Source(job_id="job1", url=url, display=display_url(url)),
-        expected_sha1=None,
-        policy=RetryPolicy(retries=0, sleep=Sleeps()),
-    )
     with pytest.raises(TransferError):
-        single.run()
+        one_connection(client, dest, pull, retries=0, sleeps=Sleeps()).run()
     kept = (dest.path / partial_name(NAME)).stat().st_size
     assert kept >= 2 * MiB
     result = fetch(client, dest, pull)
