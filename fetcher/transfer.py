@@ -156,18 +156,14 @@ class Download:
         stop: threading.Event | None = None,
         check: Callable[[], ArchiveCheck] | None = None,
     ) -> None:
-        self._client, self._dest, self._name, self._source = client, dest, name, source
-        # The archive check follows the SHA1 over every byte of the partial file, in order;
-        # it starts again whenever the file does.
-        self._new_check = check
-        # What a MultiDownload of the same archive works with (the progress before wrapping).
+        # Public: a MultiDownload of the same archive works with them (the progress unwrapped).
         self.client, self.dest, self.name, self.source = client, dest, name, source
         self.expected_sha1, self.policy, self.space = expected_sha1, policy, space
-        self.stop, self.progress, self.new_check = stop, progress, check
+        self.stop, self.progress = stop, progress
+        # The archive check follows the SHA1 over every byte of the partial file, in order;
+        # it starts again whenever the file does.
+        self.new_check = check
         self._check: ArchiveCheck | None = None  # made when the partial file is opened
-        self._expected_sha1 = expected_sha1
-        self._policy, self._space = policy, space
-        self._stop = stop
         self._progress = progress if stop is None else self._stoppable(progress)
         self._write, self._clock = write, clock
         self._part, self._state_name = partial_name(name), state_name(name)
@@ -189,8 +185,8 @@ class Download:
             raise self.os_error(exc) from None
         finally:
             os.close(fd)
-            if self._space is not None:
-                self._space.release(self._name)
+            if self.space is not None:
+                self.space.release(self.name)
         return PartResult(
             size=self._offset,
             sha1=self._digest.hexdigest(),
@@ -202,7 +198,7 @@ class Download:
 
     def _open_part(self, fresh: bool) -> int:
         try:
-            fd = self._dest.open_private(self._part)  # no symlink, no shared hard link
+            fd = self.dest.open_private(self._part)  # no symlink, no shared hard link
         except OSError as exc:
             raise self.os_error(exc) from None
         try:
@@ -213,7 +209,7 @@ class Download:
             if size and state is not None and self._matches(state, size):
                 # SHA1 state cannot be saved between runs: hash what is already on disk.
                 self._state = state
-                self._check = self._new_check() if self._new_check is not None else None
+                self._check = self.new_check() if self.new_check is not None else None
                 # Leaves fd at the end; the archive check goes over the same bytes meanwhile.
                 self._offset, self._digest = hash_fd(fd, limit=size, sink=self._check)
                 self._progress(self._offset, state.size)
@@ -226,17 +222,17 @@ class Download:
 
     def _load_state(self) -> PartState | None:
         try:
-            return PartState.from_json(self._dest.read_json(self._state_name, limit=64 * 1024))
+            return PartState.from_json(self.dest.read_json(self._state_name, limit=64 * 1024))
         except (ValueError, OSError):
             return None  # a state file that lies or is torn means "start over"
 
     def _same_link(self, state: PartState) -> bool:
-        return state.job_id == self._source.job_id and state.source == self._source.display
+        return state.job_id == self.source.job_id and state.source == self.source.display
 
     def _matches(self, state: PartState, size: int) -> bool:
         if not self._same_link(state):
             return False
-        if state.sha1 and self._expected_sha1 and state.sha1 != self._expected_sha1:
+        if state.sha1 and self.expected_sha1 and state.sha1 != self.expected_sha1:
             return False
         if state.size is not None and size > state.size:
             return False
@@ -248,13 +244,13 @@ class Download:
         os.fsync(fd)
         self._offset = 0
         self._digest = hashlib.sha1()
-        self._check = self._new_check() if self._new_check is not None else None
+        self._check = self.new_check() if self.new_check is not None else None
         self._resumed_bytes = 0
 
     def _save_state(self) -> None:
         self._state.requests = self._requests
         data = (json.dumps(self._state.to_json()) + "\n").encode()
-        self._dest.write_atomic(self._state_name, data)
+        self.dest.write_atomic(self._state_name, data)
 
     def _loop(self, fd: int) -> None:
         failures = 0
@@ -275,7 +271,7 @@ class Download:
             except _Restart:
                 self._truncate(fd)
                 self._state = PartState(
-                    self._source.job_id, self._source.display, sha1=self._state.sha1
+                    self.source.job_id, self.source.display, sha1=self._state.sha1
                 )
                 failures += 1
                 why, retry_after = "could not resume", None
@@ -285,32 +281,32 @@ class Download:
             except httpx.TransportError as exc:
                 if (problem := certificate_error(exc)) is not None:
                     raise TransferError(
-                        f"{self._name}: TLS certificate not trusted ({problem})"
-                        f" at {self._source.display}; a private CA goes in --ca-cert"
+                        f"{self.name}: TLS certificate not trusted ({problem})"
+                        f" at {self.source.display}; a private CA goes in --ca-cert"
                     ) from None
                 failures += 1
                 why, retry_after = type(exc).__name__, None
             if self._downloaded > before:
                 failures = 1  # bytes arrived: the budget starts again
-            if self._policy.exhausted(failures):
+            if self.policy.exhausted(failures):
                 raise TransferError(
-                    f"{self._name}: giving up after {self.attempts} attempts ({why})"
+                    f"{self.name}: giving up after {self.attempts} attempts ({why})"
                 )
-            self._pause(self._policy.delay(failures, retry_after))
+            self._pause(self.policy.delay(failures, retry_after))
 
     def _pause(self, seconds: float) -> None:
         """Wait before the next attempt; an interrupt cuts a real wait (up to minutes) short."""
         self._check_stop()
-        if self._stop is not None and self._policy.sleep is time.sleep:
-            self._stop.wait(seconds)
+        if self.stop is not None and self.policy.sleep is time.sleep:
+            self.stop.wait(seconds)
         else:
-            self._policy.sleep(seconds)  # an injected sleep (tests) is called as it is
+            self.policy.sleep(seconds)  # an injected sleep (tests) is called as it is
         self._check_stop()
 
     def _check_stop(self) -> None:
         """End the transfer where it stands once the fetch is interrupted; the bytes stay."""
-        if self._stop is not None and self._stop.is_set():
-            raise TransferError(f"{self._name}: interrupted; {self._part} kept for a resume")
+        if self.stop is not None and self.stop.is_set():
+            raise TransferError(f"{self.name}: interrupted; {self._part} kept for a resume")
 
     def _stoppable(self, progress: Progress) -> Progress:
         """Wrap `progress`: it is the one call made between chunks, so a stop can end a stream."""
@@ -323,8 +319,8 @@ class Download:
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept-Encoding": "identity"}
-        if self._source.bearer:
-            headers["Authorization"] = f"Bearer {self._source.bearer}"
+        if self.source.bearer:
+            headers["Authorization"] = f"Bearer {self.source.bearer}"
         if self._offset > 0:
             headers["Range"] = f"bytes={self._offset}-"
             validator = _if_range(self._state)
@@ -333,13 +329,13 @@ class Download:
         return headers
 
     def _attempt(self, fd: int) -> None:
-        if self._space is not None and self._state.size is not None:
+        if self.space is not None and self._state.size is not None:
             # Known from an earlier attempt or run: refuse before a request spends a download.
             remaining = self._state.size - self._offset
-            self._space.reserve(self._name, remaining, where=str(self._dest.path))
-        with self._client.stream("GET", self._source.url, headers=self._headers()) as response:
+            self.space.reserve(self.name, remaining, where=str(self.dest.path))
+        with self.client.stream("GET", self.source.url, headers=self._headers()) as response:
             self._requests += 1
-            if _limited(self._source.max_downloads):
+            if _limited(self.source.max_downloads):
                 self._save_state()  # every request may count: a kill must not lose one
             if response.status_code == 416 and self._complete_per_416(fd, response):
                 return
@@ -365,8 +361,8 @@ class Download:
             if self._offset > 0:
                 self._truncate(fd)  # Range ignored, or If-Range said the file changed
             self._state = PartState(
-                self._source.job_id,
-                self._source.display,
+                self.source.job_id,
+                self.source.display,
                 etag=response.headers.get("etag"),
                 last_modified=response.headers.get("last-modified"),
                 size=length,
@@ -395,10 +391,10 @@ class Download:
             raise _Retry(f"HTTP {status}", parse_retry_after(response.headers.get("retry-after")))
         self._save_state()  # the next run must know how many downloads this link has spent
         refused = (
-            f"{self._name}: the pull host answered {status} {response.reason_phrase}"
-            f" for {self._source.display}"
+            f"{self.name}: the pull host answered {status} {response.reason_phrase}"
+            f" for {self.source.display}"
         )
-        limit = self._source.max_downloads
+        limit = self.source.max_downloads
         if status in (403, 410) and limit is not None and self._requests >= limit:
             raise TransferError(
                 f"{refused} after {self._requests} requests to a link that allows {limit}"
@@ -411,14 +407,14 @@ class Download:
         """Return a size the pull host announced, or refuse an absurd one."""
         if size is not None and size > MAX_ARCHIVE_BYTES:
             raise TransferError(
-                f"{self._name}: the pull host claims the archive is {size} bytes (over 1 PiB)"
-                f" at {self._source.display}; refusing"
+                f"{self.name}: the pull host claims the archive is {size} bytes (over 1 PiB)"
+                f" at {self.source.display}; refusing"
             )
         return size
 
     def _receive(self, fd: int, response: httpx.Response, total: int | None) -> None:
-        if total is not None and self._space is not None:
-            self._space.reserve(self._name, total - self._offset, where=str(self._dest.path))
+        if total is not None and self.space is not None:
+            self.space.reserve(self.name, total - self._offset, where=str(self.dest.path))
         writer = BodyWriter(fd, self._digest, self._offset, self._write, self._check)
         next_report = 0.0
         try:
@@ -429,8 +425,8 @@ class Download:
                 if now >= next_report:
                     next_report = now + PROGRESS_INTERVAL
                     self._progress(self._offset, total)
-                    if self._space is not None and total is not None:
-                        self._space.update(self._name, total - self._offset)
+                    if self.space is not None and total is not None:
+                        self.space.update(self.name, total - self._offset)
         finally:
             try:
                 writer.close()
@@ -446,7 +442,7 @@ class Download:
             self._save_state()
 
     def os_error(self, exc: OSError) -> FetcherError:
-        where = self._dest.path / self._part
+        where = self.dest.path / self._part
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             # Say what a full disk leaves behind here: the bytes so far, ready to resume.
             return DiskSpaceError(
