@@ -85,6 +85,9 @@ class PartState:
     size: int | None = None
     sha1: str | None = None
     requests: int = 0  # GETs sent to this link for this file, over every run
+    # Of a several-connection run's state (version 2): how far the file is whole from its
+    # start; the ranges beyond are dropped when one connection continues it.
+    prefix: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,8 +103,19 @@ class PartState:
 
     @classmethod
     def from_json(cls, obj: object) -> PartState | None:
-        if not isinstance(obj, dict) or obj.get("version") != STATE_VERSION:
+        if not isinstance(obj, dict) or obj.get("version") not in (STATE_VERSION, 2):
             return None
+        prefix = None
+        if obj.get("version") == 2:  # fetcher.segmented's: finished ranges, [[start, end], ...]
+            done = obj.get("done")
+            first = done[0] if isinstance(done, list) and done else [0, 0]
+            if not (
+                isinstance(first, list)
+                and len(first) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in first)
+            ):
+                return None
+            prefix = first[1] if first[0] == 0 and first[1] > 0 else 0
         size = obj.get("size")
         fields = {k: obj.get(k) for k in ("jobId", "source", "etag", "lastModified", "sha1")}
         if not all(isinstance(v, str | None) for v in fields.values()):
@@ -121,6 +135,7 @@ class PartState:
             size=size,
             sha1=fields["sha1"],
             requests=requests,
+            prefix=prefix,
         )
 
 
@@ -206,6 +221,10 @@ class Download:
             state = None if fresh else self._load_state()
             if state is not None and self._same_link(state):
                 self._requests = state.requests  # each may have counted against maxDownloads
+                if state.prefix is not None and size > state.prefix:
+                    # Several connections left ranges beyond a whole start: keep the start.
+                    self._dest_truncate_to(fd, state.prefix)
+                    size = state.prefix
             if size and state is not None and self._matches(state, size):
                 # SHA1 state cannot be saved between runs: hash what is already on disk.
                 self._state = state
@@ -237,6 +256,10 @@ class Download:
         if state.size is not None and size > state.size:
             return False
         return bool(state.etag or state.last_modified or state.size)
+
+    def _dest_truncate_to(self, fd: int, size: int) -> None:
+        self.dest.remove(self._state_name)  # it describes bytes about to go
+        os.ftruncate(fd, size)
 
     def _truncate(self, fd: int) -> None:
         os.ftruncate(fd, 0)

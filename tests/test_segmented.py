@@ -397,3 +397,27 @@ def test_a_server_with_no_validator_gets_one_connection(
     result = fetch(client, dest, pull)
     assert result.sha1 == sha1(archive)
     assert starts(pull) == [0, None]  # ranges fetched apart could not be told to match
+
+
+def test_one_connection_continues_the_whole_start_of_a_several_connection_run(
+    client: httpx.Client, dest: Destination, pull: PullServer, archive: bytes
+) -> None:
+    resource = pull.add(PATH, archive)
+    # Two pieces of half the archive: the first is fetched whole, the second is refused (a
+    # 403 ends the run), so the run gives up with the start of the file on disk.
+    half = -(-len(archive) // 2)  # Plan's pieces: never fewer than the connections
+    resource.by_start[half] = [Fault(status=403, delay=0.5)]
+    with pytest.raises(TransferError, match="403"):
+        fetch(client, dest, pull, connections=2)
+    state = json.loads((dest.path / state_name(NAME)).read_text())
+    whole = state["done"][0][1] if state["done"][0][0] == 0 else 0
+    assert whole == half
+    # Start again with one connection: it keeps the whole start, drops the rest, and asks
+    # for what follows (with If-Range).
+    pull.log.clear()
+    result = one_connection(client, dest, pull, retries=2, sleeps=Sleeps()).run()
+    assert result.sha1 == sha1(archive)
+    assert result.resumed_bytes == whole
+    (served,) = pull.requests_for(PATH)
+    assert served.headers.get("range") == f"bytes={whole}-"
+    assert served.headers.get("if-range")
