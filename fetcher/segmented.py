@@ -42,6 +42,8 @@ from fetcher.transfer import (
     PartResult,
     PartState,
     content_range,
+    if_range,
+    request_headers,
 )
 
 STATE_VERSION = 2
@@ -417,15 +419,8 @@ class MultiDownload:
         """Stream the segment's range into place until it is written or cut short."""
         with self._lock:
             self._attempts += 1
-        headers = {
-            "Accept-Encoding": "identity",
-            "Range": f"bytes={segment.cursor}-{segment.end - 1}",
-        }
-        if self._source.bearer:
-            headers["Authorization"] = f"Bearer {self._source.bearer}"
-        validator = self._validator()
-        if validator:
-            headers["If-Range"] = validator
+        byte_range = f"bytes={segment.cursor}-{segment.end - 1}"
+        headers = request_headers(self._source, byte_range, self._validator())
         with self._client.stream("GET", self._source.url, headers=headers) as response:
             self._accept(response, segment.cursor, plan.size)
             # A server may send less than asked (some cap each range): what it promised.
@@ -510,9 +505,7 @@ class MultiDownload:
 
     def _probe(self) -> int:
         """Ask for the first byte: a 206 says ranges work, and how big the archive is."""
-        headers = {"Accept-Encoding": "identity", "Range": "bytes=0-0"}
-        if self._source.bearer:
-            headers["Authorization"] = f"Bearer {self._source.bearer}"
+        headers = request_headers(self._source, "bytes=0-0")
         failures = 0
         while True:
             if self._stop is not None and self._stop.is_set():
@@ -554,9 +547,7 @@ class MultiDownload:
             self._pause(self._policy.delay(failures, retry_after), self._stop)
 
     def _validator(self) -> str | None:
-        if self._etag and not self._etag.startswith("W/"):
-            return self._etag
-        return self._last_modified
+        return if_range(self._etag, self._last_modified)
 
     def _resume_point(self, fd: int) -> tuple[int | None, list[Interval]]:
         """The size and written ranges a usable state file gives, or (None, [])."""

@@ -341,15 +341,10 @@ class Download:
         return report
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept-Encoding": "identity"}
-        if self.source.bearer:
-            headers["Authorization"] = f"Bearer {self.source.bearer}"
-        if self._offset > 0:
-            headers["Range"] = f"bytes={self._offset}-"
-            validator = _if_range(self._state)
-            if validator:
-                headers["If-Range"] = validator
-        return headers
+        if self._offset == 0:
+            return request_headers(self.source)
+        validator = if_range(self._state.etag, self._state.last_modified)
+        return request_headers(self.source, f"bytes={self._offset}-", validator)
 
     def _attempt(self, fd: int) -> None:
         if self.space is not None and self._state.size is not None:
@@ -480,10 +475,25 @@ def _limited(max_downloads: int | None) -> bool:
     return max_downloads is not None and max_downloads < 2**31 - 1
 
 
-def _if_range(state: PartState) -> str | None:
-    if state.etag and not state.etag.startswith("W/"):
-        return state.etag  # weak validators are not allowed in If-Range
-    return state.last_modified
+def request_headers(
+    source: Source, byte_range: str | None = None, validator: str | None = None
+) -> dict[str, str]:
+    """The headers of a GET to a pull link: no compression, its bearer, a range, If-Range."""
+    headers = {"Accept-Encoding": "identity"}
+    if source.bearer:
+        headers["Authorization"] = f"Bearer {source.bearer}"
+    if byte_range is not None:
+        headers["Range"] = byte_range
+        if validator:
+            headers["If-Range"] = validator
+    return headers
+
+
+def if_range(etag: str | None, last_modified: str | None) -> str | None:
+    """The validator for If-Range: a strong ETag, else Last-Modified (weak ones are refused)."""
+    if etag and not etag.startswith("W/"):
+        return etag
+    return last_modified
 
 
 def content_range(value: str | None) -> tuple[int | None, int | None]:
