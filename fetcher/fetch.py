@@ -430,10 +430,7 @@ class Fetcher:
         self, item: Item, name: str, size: int, sha1: str, report: ArchiveReport
     ) -> FileRecord:
         """The manifest's record of a checked archive; the API's replica set name comes first."""
-        record = FileRecord.checked(name, size, sha1, report)
-        if item.archive.replica_set and record.archive_check == "passed":
-            record = replace(record, replica_set=item.archive.replica_set)
-        return record
+        return FileRecord.checked(name, size, sha1, report, replica_set=item.archive.replica_set)
 
     def _damaged(
         self, item: Item, name: str, size: int, sha1: str, report: ArchiveReport, *, where: str

@@ -301,10 +301,10 @@ def _v2_archives(job_id: str, slots: list[tuple[str | None, str | None]]) -> tup
     return tuple(archives)
 
 
-def _checked_url(url: str | None, job_id: str) -> str | None:
+def _checked_url(url: str | None, job_id: str, what: str = "download") -> str | None:
     if url is not None and (problem := url_problem(url)) is not None:
         # Never quote the URL: its path or its query holds the secret.
-        raise ApiError(f"unexpected API response: job {job_id} has a download URL {problem}")
+        raise ApiError(f"unexpected API response: job {job_id} has a {what} URL {problem}")
     return url or None
 
 
@@ -319,11 +319,7 @@ def _pull_link(obj: dict[str, Any], job_id: str) -> tuple[str | None, str | None
         url, bearer = url_v2, auth_value
     elif not url and url_v2:
         url = url_v2
-    if url is not None:
-        problem = url_problem(url)
-        if problem is not None:
-            # Never quote the URL: its path holds the token.
-            raise ApiError(f"unexpected API response: job {job_id} has a delivery URL {problem}")
+    url = _checked_url(url, job_id, "delivery")
     if bearer is not None and not all(0x21 <= ord(c) <= 0x7E for c in bearer):
         # It goes into a header line: a CR/LF in it would be a header of the server's choice.
         raise ApiError(f"unexpected API response: job {job_id} has an unusable authValue")

@@ -44,8 +44,20 @@ class FileRecord:
     content_bytes: int | None = None  # the disk its regular files need unpacked
 
     @classmethod
-    def checked(cls, name: str, size: int, sha1: str, report: ArchiveReport | None) -> FileRecord:
-        """A record of an archive, with what a passed archive check found in it."""
+    def checked(
+        cls,
+        name: str,
+        size: int,
+        sha1: str,
+        report: ArchiveReport | None,
+        *,
+        replica_set: str | None = None,
+    ) -> FileRecord:
+        """A record of an archive, with what a passed archive check found in it.
+
+        `replica_set`, when given, is the name the API gives the archive: it comes before
+        the one in restoreInfo.txt.
+        """
         if report is None or not report.passed:
             return cls(name, size, sha1)
         return cls(
@@ -53,7 +65,7 @@ class FileRecord:
             size,
             sha1,
             archive_check="passed",
-            replica_set=report.replica_set,
+            replica_set=replica_set or report.replica_set,
             restore_info=report.restore_info,
             content_bytes=report.content_bytes,
         )

@@ -118,10 +118,8 @@ def with_reports(manifest: Manifest, checks: list[Check]) -> Manifest:
 
 def _rechecked(record: FileRecord, report: ArchiveReport) -> FileRecord:
     """A record with what the check found; a replica set name the API gave stays."""
-    checked = FileRecord.checked(record.name, record.size, record.sha1, report)
-    if record.archive_check == "passed" and record.replica_set:
-        checked = replace(checked, replica_set=record.replica_set)
-    return checked
+    kept = record.replica_set if record.archive_check == "passed" else None
+    return FileRecord.checked(record.name, record.size, record.sha1, report, replica_set=kept)
 
 
 def verify_exit_code(checks: list[Check], *, problems: int = 0) -> int:
