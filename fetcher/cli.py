@@ -236,6 +236,18 @@ def _api(settings: Settings, profile: str | None) -> tuple[Any, RestoreJobsClien
     )
 
 
+def _connect(
+    settings: Settings, profile: str | None, group: str | None, batch_id: str | None
+) -> tuple[str, Any, RestoreJobsClient]:
+    """The group, and the API's HTTP client and restore-jobs client, after the usage checks."""
+    from fetcher.api import is_v2
+
+    if batch_id and is_v2(settings.base_url):
+        raise click.UsageError(_NO_BATCHES)  # before any credentials are looked for
+    group = _group(group, profile)
+    return (group, *_api(settings, profile))
+
+
 def _group(group: str | None, profile: str | None) -> str:
     """--group, else the project_id of the Atlas CLI profile."""
     if group is not None:
@@ -280,12 +292,7 @@ def list_command(
     from fetcher.jobs import iso_utc, readiness
 
     settings = _settings(base_url, ca_cert, timeout, retries, verbose)
-    from fetcher.api import is_v2
-
-    if batch_id and is_v2(settings.base_url):
-        raise click.UsageError(_NO_BATCHES)
-    group = _group(group, profile)
-    http, api = _api(settings, profile)
+    group, http, api = _connect(settings, profile, group, batch_id)
     with http:
         jobs = api.list_jobs(group, cluster, batch_id)
     now = datetime.now(UTC)
@@ -454,12 +461,7 @@ def fetch_command(
     if bool(batch_id) == bool(job_id):
         raise click.UsageError("give exactly one of --batch BATCH-ID or --job JOB-ID")
     settings = _settings(base_url, ca_cert, timeout, retries, verbose, parallel)
-    from fetcher.api import is_v2
-
-    if is_v2(settings.base_url) and batch_id:
-        raise click.UsageError(_NO_BATCHES)
-    group = _group(group, profile)
-    http, api = _api(settings, profile)
+    group, http, api = _connect(settings, profile, group, batch_id)
     # Atlas Cloud Backup's restore is one job with an archive per replica set: the job is
     # the batch, and the manifest judges its archives as one restore set.
     batch_id = job_id if api.v2 else batch_id
