@@ -19,6 +19,7 @@ from fetcher.api import OriginDigestAuth
 from fetcher.auth import ServiceAccountAuth, token_url
 from fetcher.config import Auth, Credentials, Settings
 from fetcher.errors import ConfigError
+from fetcher.netio import read_in_bulk
 from fetcher.redact import Redactor, display_url, origin
 
 Log = Callable[[str], None]
@@ -37,15 +38,11 @@ _RESPONSE_HEADERS = (
 )
 
 USER_AGENT = f"fetcher/{__version__}"
-# httpcore asks the socket for 64 KiB at a time (its READ_NUM_BYTES), and that is kept. The
-# single-connection transfer reads most of a body straight from the socket (see
-# fetcher.stream.read_body); httpcore's reads serve response heads, the first piece of a body,
-# chunked bodies, and the pieces of --connections, which go through httpx so that their
-# connection serves the next piece. Over TLS a read returns one 16 KiB record whatever is
-# asked, but Python allocates what is asked each time: 1 GiB over HTTPS on 2 connections took
-# 17.7 s with 1 MiB reads, 8.5 s with 256 KiB, 7.4 s with 64 KiB (scripts/bench --only tls
-# --connections 2). Over plain HTTP, 64 KiB costs nothing measurable against 1 MiB in the
-# fetch and multi rows (0.97 x curl; 2.35 s against 2.32 s).
+# The pull client's connections are read in bulk (fetcher.netio): each read returns every TLS
+# record already received, up to 256 KiB, where httpcore's returns one (16 KiB at most). Most
+# of a single-connection body is read straight from the socket anyway (fetcher.stream); what
+# goes through httpx is response heads, the first piece of a body, chunked bodies and the
+# pieces of --connections, which must, so that their connection serves the next piece.
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
@@ -157,8 +154,12 @@ def api_client(
 
 
 def pull_client(settings: Settings, *, log: Log | None = None) -> httpx.Client:
-    """The pull client: no credentials at all; a bearer, when needed, is set per request."""
-    return httpx.Client(
+    """The pull client: no credentials at all; a bearer, when needed, is set per request.
+
+    Its connections read in bulk (fetcher.netio): what --connections and chunked bodies
+    receive through httpx costs a fraction of the CPU over HTTPS.
+    """
+    client = httpx.Client(
         timeout=_timeout(settings),
         verify=tls_context(settings),
         # httpx drops Authorization when a redirect leaves the origin, which keeps a bearer home.
@@ -171,3 +172,5 @@ def pull_client(settings: Settings, *, log: Log | None = None) -> httpx.Client:
         # No origin is shown whole here: even on the API's host a pull link's path is a token.
         event_hooks=request_log(None, log) if log else None,
     )
+    read_in_bulk(client)
+    return client

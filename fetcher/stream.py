@@ -166,6 +166,8 @@ def _read_socket(
     """
     timeout = request.extensions.get("timeout", {}).get("read")
     current: float | None = -1.0  # no timeout set on the socket by us yet
+    tls = sock if isinstance(sock, ssl.SSLSocket) else None
+    error: OSError | None = None  # met after bytes that came with it: raised next time
     while remaining > 0:
         room = writer.space()
         if len(room) > remaining:
@@ -176,6 +178,8 @@ def _read_socket(
             sock.settimeout(wait)
             current = wait
         try:
+            if error is not None:
+                raise error
             n = sock.recv_into(room)
         except TimeoutError as exc:
             if holding:
@@ -184,6 +188,9 @@ def _read_socket(
             raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
         except OSError as exc:
             raise httpx.ReadError(str(exc), request=request) from exc
+        if n and tls is not None and n < len(room):
+            more, error = drain(tls, room[n:])
+            n, current = n + more, 0.0
         if n == 0:
             raise httpx.RemoteProtocolError(
                 "peer closed connection without sending complete message body"
@@ -195,13 +202,41 @@ def _read_socket(
         yield n
 
 
+def drain(sock: ssl.SSLSocket, view: memoryview) -> tuple[int, OSError | None]:
+    """Read the TLS records already received into `view`, without waiting for more.
+
+    A TLS socket gives one record (16 KiB at most) per read, and each read costs Python's
+    overhead, and h11's and httpx's for a body read through them. Returns how many bytes came
+    and the error that stopped the reads, if any, for the caller to raise after using them.
+    Leaves the socket non-blocking.
+    """
+    n = 0
+    sock.settimeout(0)
+    try:
+        while n < len(view):
+            got = sock.recv_into(view[n:])
+            if not got:
+                break  # the peer closed: the next read says so
+            n += got
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+        pass
+    except OSError as exc:
+        return n, exc
+    return n, None
+
+
 def body_socket(response: httpx.Response) -> socket.socket | None:
     """The socket an HTTP/1.x body can be read from directly, or None to go through httpx."""
     if response.http_version not in ("HTTP/1.1", "HTTP/1.0"):
         return None  # HTTP/2 multiplexes streams over its connection
     if "transfer-encoding" in response.headers:
         return None  # chunked framing: h11 must unwrap it
-    get_extra_info = getattr(response.extensions.get("network_stream"), "get_extra_info", None)
+    return direct_socket(response.extensions.get("network_stream"))
+
+
+def direct_socket(network_stream: object) -> socket.socket | None:
+    """The socket whose reads give a connection's bytes (decrypted over TLS), or None."""
+    get_extra_info = getattr(network_stream, "get_extra_info", None)
     if get_extra_info is None:
         return None  # a transport without a network stream (a mock, say)
     sock = get_extra_info("socket")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from click.testing import CliRunner, Result
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -168,6 +170,30 @@ class Atlas:
 def pull() -> Iterator[PullServer]:
     """A pull host that logs requests and can misbehave."""
     server = PullServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
+    """A throwaway CA for local HTTPS servers, and its certificate as a PEM file."""
+    ca = trustme.CA()
+    pem = tmp_path_factory.mktemp("authority") / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    return ca, pem
+
+
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A server's TLS context with a certificate for 127.0.0.1 signed by `ca`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def https_pull(authority: tuple[trustme.CA, Path]) -> Iterator[PullServer]:
+    """The pull host over HTTPS, as real pull links are (trust it with authority's PEM)."""
+    server = PullServer(tls=server_context(authority[0]))
     yield server
     server.close()
 

@@ -7,6 +7,7 @@ connection, a stall, a short body) need a server that writes the bytes itself.
 from __future__ import annotations
 
 import hashlib
+import ssl
 import sys
 import threading
 import time
@@ -78,8 +79,9 @@ class _QuietServer(ThreadingHTTPServer):
 class PullServer:
     """Serves registered paths on 127.0.0.1 and logs every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.resources: dict[str, Resource] = {}
+        self.scheme = "https" if tls is not None else "http"  # real pull links are HTTPS
         self.log: list[Served] = []
         self._lock = threading.Lock()
         self.on_request: Callable[[Served], None] | None = None
@@ -96,6 +98,10 @@ class PullServer:
 
         self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
+        if tls is not None:  # the handshake happens in the handler's thread, on its first read
+            self._httpd.socket = tls.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -105,7 +111,7 @@ class PullServer:
     def base(self) -> str:
         """The server's origin."""
         host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self.scheme}://{host!s}:{port}"
 
     def url(self, path: str) -> str:
         """Absolute URL of a path on this server."""

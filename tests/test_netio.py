@@ -1,0 +1,168 @@
+"""The pull client's connections read in bulk (fetcher.netio), over real local TLS servers."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpcore
+import httpx
+import pytest
+import trustme
+from pytest_httpserver import HTTPServer
+
+from fetcher import netio, stream
+from fetcher.config import Settings
+from fetcher.http import pull_client
+from fetcher.storage import Destination
+from tests.conftest import Atlas, fetch_args, manifest_doc, run_cli, server_context
+from tests.pullserver import PullServer
+from tests.support import make_archive, sha1
+
+PATH = "/backup/restore/v2/pull/job1/secret-token/rs0.tar.gz"
+RECORD = 16 * 1024  # the most a TLS record carries, and so one TLS read without netio
+GARBAGE = b"\x00" * 64  # not a TLS record: a stream corrupted on the way
+
+
+def settings(authority: tuple[trustme.CA, Path]) -> Settings:
+    return Settings(ca_cert=authority[1], timeout=10.0)
+
+
+def test_the_pull_client_reads_its_connections_in_bulk(
+    https_pull: PullServer, authority: tuple[trustme.CA, Path]
+) -> None:
+    data = os.urandom(4 * 1024 * 1024)
+    https_pull.add(PATH, data)
+    with (
+        pull_client(settings(authority)) as client,
+        client.stream("GET", https_pull.url(PATH)) as response,
+    ):
+        assert isinstance(response.extensions["network_stream"], netio.Stream)
+        time.sleep(0.3)  # records pile up at the client meanwhile
+        chunks = [len(chunk) for chunk in response.iter_raw()]
+    assert sum(chunks) == len(data)
+    # httpcore's own read returns one TLS record: here one read took several.
+    assert max(chunks) > RECORD
+
+
+def test_connections_read_in_bulk_are_kept_open_for_the_next_request(
+    https_pull: PullServer, authority: tuple[trustme.CA, Path]
+) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    https_pull.add(PATH, data)
+    with pull_client(settings(authority)) as client:
+        bodies = [client.get(https_pull.url(PATH)).content for _ in range(3)]
+        ranged = client.get(https_pull.url(PATH), headers={"Range": "bytes=100-"}).content
+    assert bodies == [data] * 3 and ranged == data[100:]
+    # One TCP connection served all four: each body ended where h11 expected it to.
+    assert len({served.client for served in https_pull.log}) == 1
+
+
+def test_a_client_with_its_own_transport_is_left_alone() -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(204))
+    with httpx.Client(transport=transport) as client:
+        assert not netio.read_in_bulk(client)
+        assert client.get("https://pull.example/x").status_code == 204
+
+
+@contextlib.contextmanager
+def corrupted_tls(
+    authority: tuple[trustme.CA, Path], good: bytes
+) -> Iterator[httpcore.NetworkStream]:
+    """A TLS connection (through netio's backend) whose peer sent `good`, then garbage.
+
+    Both are in the client's socket buffer when this yields: `good` is kept small enough to
+    fit the receive window of a new loopback connection.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent = threading.Event()
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        with server_context(authority[0]).wrap_socket(raw, server_side=True) as tls:
+            tls.sendall(good)
+            os.write(tls.fileno(), GARBAGE)  # beside TLS, straight onto the TCP stream
+            sent.set()
+            with contextlib.suppress(OSError):
+                tls.recv(1)  # until the client hangs up
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    context = ssl.create_default_context(cafile=str(authority[1]))
+    port = listener.getsockname()[1]
+    connection = netio.Backend().connect_tcp("127.0.0.1", port, timeout=5.0)
+    connection = connection.start_tls(context, "127.0.0.1", timeout=5.0)
+    try:
+        assert sent.wait(5.0)
+        time.sleep(0.05)
+        yield connection
+    finally:
+        connection.close()
+        listener.close()
+        thread.join(5.0)
+
+
+def test_bytes_read_before_a_tls_error_are_returned_and_the_error_comes_next(
+    authority: tuple[trustme.CA, Path],
+) -> None:
+    good = os.urandom(40 * 1024)  # three records: the first read waits, the rest are drained
+    with corrupted_tls(authority, good) as connection:
+        got = connection.read(65536, timeout=5.0)
+        assert got == good  # not lost with the error that the drain met after them
+        with pytest.raises(httpcore.ReadError):
+            connection.read(65536, timeout=5.0)
+
+
+def test_the_direct_body_read_keeps_the_bytes_before_a_tls_error(
+    authority: tuple[trustme.CA, Path], tmp_path: Path
+) -> None:
+    good = os.urandom(40 * 1024)
+    request = httpx.Request("GET", "https://127.0.0.1/rs0.tar.gz")
+    with (
+        corrupted_tls(authority, good) as connection,
+        Destination(tmp_path / "out") as dest,
+    ):
+        fd = dest.open_private("part")
+        try:
+            writer = stream.BodyWriter(fd, hashlib.sha1(), 0, os.write)
+            sock = connection.get_extra_info("socket")
+            got: list[int] = []
+            with pytest.raises(httpx.ReadError):
+                got.extend(stream._read_socket(sock, writer, len(good) + 1000, request))
+            writer.close()
+        finally:
+            os.close(fd)
+        assert sum(got) == writer.written == len(good)
+        assert len(got) < 3  # the records already there came in one read
+        assert (dest.path / "part").read_bytes() == good
+
+
+def test_several_connections_over_https_from_the_command_line(
+    httpserver: HTTPServer,
+    https_pull: PullServer,
+    authority: tuple[trustme.CA, Path],
+    creds: None,
+    tmp_path: Path,
+) -> None:
+    atlas = Atlas(httpserver, https_pull)
+    data = make_archive("shard-0", payload=32 * 1024 * 1024, level=1)
+    atlas.add("Cluster0-shard-0.tar.gz", data)
+    atlas.add("Cluster0-config.tar.gz")
+    dest = tmp_path / "out"
+    extra = ("--ca-cert", str(authority[1]), "--connections", "2")
+    result = run_cli(*fetch_args(atlas, dest, *extra))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert (dest / "Cluster0-shard-0.tar.gz").read_bytes() == data
+    assert manifest_doc(dest)["complete"] is True
+    ranged = [s for s in https_pull.log if "shard-0" in s.path and s.headers.get("range")]
+    assert len(ranged) > 4  # pieces, over connections kept open
+    assert len({s.client for s in ranged}) < len(ranged)
+    recorded = {f["name"]: f["sha1"] for job in manifest_doc(dest)["jobs"] for f in job["files"]}
+    assert recorded["Cluster0-shard-0.tar.gz"] == sha1(data)
