@@ -51,6 +51,7 @@ SCALE_ARCHIVE = 16 * 1024
 FAST_RATE_MIB = 100  # the rate100 step: one archive from a link limited to this per connection
 MULTI_RATE_MIB = 16  # the multi step (issue 11): one archive over several capped connections
 MULTI_CONNECTIONS = 8  # fetcher --connections and aria2c -x/-s in the multi step
+TLS_CONNECTIONS = 4  # the tls step's several-connection row: fetcher's default for far links
 RSS_GOAL = 64 * MIB
 TLS = RUN / "tls"  # the HTTPS server's self-signed certificate (its own CA) and key
 NGINX_CONF = """daemon off;
@@ -108,11 +109,12 @@ class BenchError(Exception):
 
 @dataclass(frozen=True)
 class Run:
-    """One finished child: wall seconds, exit code and peak resident set (bytes)."""
+    """One finished child: wall seconds, exit code, peak resident set (bytes), CPU seconds."""
 
     wall: float
     code: int
     maxrss: int
+    cpu: float = 0.0  # user + system, its own and its waited-for children's
 
 
 def spawn(
@@ -128,7 +130,8 @@ def reap(proc: subprocess.Popen[bytes], started: float) -> Run:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(wall, proc.returncode, usage.ru_maxrss * 1024)  # Linux counts KiB
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(wall, proc.returncode, usage.ru_maxrss * 1024, cpu)  # Linux counts KiB
 
 
 def timed(argv: list[str], *, log: str, env: dict[str, str] | None = None) -> Run:
@@ -142,6 +145,18 @@ def checked(run: Run, what: str) -> Run:
     if run.code != 0:
         raise BenchError(f"{what} exited {run.code}; see {RUN}/*.out")
     return run
+
+
+def nginx_cpu() -> float:
+    """CPU seconds nginx's processes (the master and its workers) have used so far."""
+    master = int((RUN / "nginx.pid").read_text())
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    ticks = 0
+    for pid in (master, *map(int, children)):
+        # The fields after the command's closing parenthesis; utime and stime are 14 and 15.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
@@ -402,6 +417,23 @@ class Bench:
         self.rows: list[Row] = []
         self.raw: dict[str, Any] = {}
         self.peaks: list[int] = []  # of fetcher on the single archive
+        # CPU seconds of each run, by its log name: (the client's, nginx's meanwhile).
+        self.cpu: dict[str, list[tuple[float, float]]] = {}
+
+    def timed_cpu(self, argv: list[str], *, log: str, env: dict[str, str] | None = None) -> Run:
+        """timed(), keeping the child's CPU time and nginx's over the same run."""
+        before = nginx_cpu()
+        run = timed(argv, log=log, env=env)
+        self.cpu.setdefault(log, []).append((run.cpu, nginx_cpu() - before))
+        return run
+
+    def cpu_note(self, log: str) -> str:
+        """'A + B s': the median CPU seconds of the client's runs under `log`, and nginx's."""
+        runs = self.cpu.get(log, [])
+        if not runs:
+            return "-"
+        mine, server = (statistics.median(r[i] for r in runs) for i in (0, 1))
+        return f"{mine:.2f} + {server:.2f} s"
 
     def pairs(
         self, first: Callable[[], float], second: Callable[[], float], *, warmup: bool
@@ -429,30 +461,33 @@ class Bench:
             Row(name, fetcher, reference, ratio, f"{'<' if strict else '<='} {goal:.2f}", ok)
         )
 
-    def fetch_one(self, atlas: Atlas, log: str) -> Callable[[], float]:
+    def fetch_one(
+        self, atlas: Atlas, log: str, connections: int | None = None
+    ) -> Callable[[], float]:
         """A timed `fetcher fetch` of the first archive into a fresh directory; its peak RSS
-        is kept for the RSS row."""
+        is kept for the RSS row, its CPU time (and nginx's) under `log`."""
         archive = atlas.archives[0]
 
         def fetch() -> float:
             dest = fresh(WORK / log)
-            run = self.fetched(timed(atlas.fetch(dest), log=log, env=atlas.env), dest, [archive])
+            argv = atlas.fetch(dest, connections=connections)
+            run = self.fetched(self.timed_cpu(argv, log=log, env=atlas.env), dest, [archive])
             self.peaks.append(run.maxrss)
             return run.wall
 
         return fetch
 
-    @staticmethod
-    def curl(archive: Archive, ca_cert: Path | None = None) -> Callable[[], float]:
+    def curl(self, archive: Archive, ca_cert: Path | None = None) -> Callable[[], float]:
         """A timed `curl [--cacert CA] -o FILE URL && sync FILE` of the archive into a fresh
-        directory."""
+        directory (curl's CPU time kept under "curl" or "curl-tls")."""
         trust = ["--cacert", str(ca_cert)] if ca_cert else []
+        log = "curl-tls" if ca_cert else "curl"
 
         def curl() -> float:
             out = fresh(WORK / "curl") / archive.name
             argv = ["curl", "-sSf", *trust, "-o", str(out), archive.url]
-            got = checked(timed(argv, log="curl"), "curl")
-            return got.wall + checked(timed(["sync", str(out)], log="curl"), "sync").wall
+            got = checked(self.timed_cpu(argv, log=log), "curl")
+            return got.wall + checked(timed(["sync", str(out)], log=log), "sync").wall
 
         return curl
 
@@ -502,8 +537,9 @@ class Bench:
         )
 
     def tls(self, secure: Atlas, plain: Atlas) -> None:
-        """The same archive over HTTPS: against fetcher itself over plain HTTP, and against
-        `curl --cacert CA -o FILE URL && sync FILE` over HTTPS."""
+        """The same archive over HTTPS: against fetcher itself over plain HTTP, against
+        `curl --cacert CA -o FILE URL && sync FILE` over HTTPS, and over TLS_CONNECTIONS
+        connections against one. Each row notes the CPU time of both sides."""
         archive = secure.archives[0]
         what = f"fetch {size(archive.size)} over HTTPS"
         print(f"bench: {what} vs over HTTP, {self.runs} pairs", flush=True)
@@ -511,11 +547,32 @@ class Bench:
         result = self.pairs(https, self.fetch_one(plain, "fetcher"), warmup=True)
         self.raw["tls_vs_http"] = result
         self.compare(f"{what} vs fetcher over HTTP", result, 1.10)
-        self.rows[-1].note = f"same file, same nginx; {negotiated()}"
+        first = len(self.rows) - 1
         print(f"bench: {what} vs curl --cacert + sync, {self.runs} pairs", flush=True)
         result = self.pairs(https, self.curl(archive, secure.ca_cert), warmup=True)
         self.raw["tls_vs_curl"] = result
         self.compare(f"{what} vs curl --cacert -o && sync", result, 1.00)
+        n = TLS_CONNECTIONS
+        print(f"bench: {what}, {n} connections vs one, {self.runs} pairs", flush=True)
+        several = self.fetch_one(secure, "fetcher-tls-several", connections=n)
+        result = self.pairs(several, https, warmup=True)
+        self.raw["tls_several"] = {"connections": n, "pairs": result}
+        self.compare(f"{what}, --connections {n}, vs one connection", result, 1.25)
+        self.raw["cpu"] = self.cpu
+        # CPU time, the medians of every run above: two cores run nginx's encryption too.
+        cpu = self.cpu_note
+        self.rows[first].note = (
+            f"same file, same nginx; {negotiated()}; CPU a run, fetcher + nginx:"
+            f" HTTPS {cpu('fetcher-tls')}, HTTP {cpu('fetcher')}"
+        )
+        self.rows[first + 1].note = (
+            f"CPU a run, client + nginx: curl {cpu('curl-tls')}"
+            " (curl neither hashes nor checks the archive)"
+        )
+        self.rows[first + 2].note = (
+            "loopback, where one connection fills the link: the cost of the pieces;"
+            f" CPU a run, fetcher + nginx: {cpu('fetcher-tls-several')}"
+        )
 
     def rss(self, name: str) -> None:
         """The peak RSS row: the highest of every single-archive fetch measured so far."""
