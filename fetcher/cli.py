@@ -644,9 +644,11 @@ def verify_command(directories: tuple[Path, ...], deep: bool, as_json: bool, qui
 
 
 def _verify_one(directory: Path, *, deep: bool) -> tuple[Manifest, list[Check]]:
-    """Verify one DIR against its manifest; with `deep`, fill the manifest in."""
+    """Verify one DIR against its manifest; with `deep`, fill the manifest in if DIR can be
+    written (a read-only DIR is checked all the same, and said so)."""
     with Destination(directory, create=False) as dest:
-        if deep:
+        writable = deep and dest.writable()
+        if writable:
             dest.lock()  # it writes the manifest: not beside a fetch that does too
         manifest = mf.load(dest)
         if manifest is None:
@@ -654,8 +656,16 @@ def _verify_one(directory: Path, *, deep: bool) -> tuple[Manifest, list[Check]]:
         checks = verify(dest, manifest, deep=deep)
         if deep:
             manifest = with_reports(manifest, checks)
+        if writable:
             manifest = mf.write(dest, manifest)
             mf.Journal(dest, manifest).close()  # folded into the manifest just written
+        elif deep:
+            click.echo(
+                _shown(
+                    f"fetcher: {directory} is read-only: checked, but its manifest was not updated"
+                ),
+                err=True,
+            )
     return manifest, checks
 
 

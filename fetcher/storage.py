@@ -74,6 +74,10 @@ class Destination:
             os.close(self.fd)
             self.fd = -1
 
+    def writable(self) -> bool:
+        """Whether this process may create files here (not on a read-only mount, say)."""
+        return os.access(".", os.W_OK, dir_fd=self.fd)
+
     def lock(self) -> None:
         """Take the destination's exclusive lock, or fail at once if another fetch holds it."""
         try:

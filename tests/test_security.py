@@ -1175,3 +1175,24 @@ def test_a_read_only_dir_is_a_clear_error_and_loses_nothing(
     assert (full / "rs0.tar.gz").read_bytes() == atlas.archives["rs0.tar.gz"]
     assert (full / MANIFEST_NAME).read_bytes() == manifest
     assert job["id"] in manifest.decode()
+
+
+def test_verify_deep_checks_a_read_only_dir_and_says_it_wrote_nothing(
+    atlas: Atlas, creds: None, tmp_path: Path, read_only: Callable[[Path], None]
+) -> None:
+    # Archives gathered on read-only storage (or another user's) are checked before a restore.
+    full = tmp_path / "full"
+    atlas.add("rs0.tar.gz")
+    assert run_cli(*fetch_args(atlas, full)).exit_code == 0
+    manifest = (full / MANIFEST_NAME).read_bytes()
+    names = sorted(p.name for p in full.iterdir())
+    read_only(full)
+
+    result = _run_without_privilege(["verify", "--deep", str(full)])
+    assert result.returncode == 0, result.stderr
+    assert "1 of 1 archives intact (exit 0)" in result.stdout
+    assert result.stderr.strip() == (
+        f"fetcher: {full} is read-only: checked, but its manifest was not updated"
+    )
+    assert (full / MANIFEST_NAME).read_bytes() == manifest
+    assert sorted(p.name for p in full.iterdir()) == names
