@@ -477,16 +477,21 @@ class Bench:
 
         return fetch
 
-    def curl(self, archive: Archive, ca_cert: Path | None = None) -> Callable[[], float]:
+    def curl(
+        self, archive: Archive, ca_cert: Path | None = None, *, sync: bool = True
+    ) -> Callable[[], float]:
         """A timed `curl [--cacert CA] -o FILE URL && sync FILE` of the archive into a fresh
-        directory (curl's CPU time kept under "curl" or "curl-tls")."""
+        directory (curl's CPU time kept under "curl" or "curl-tls"); without `sync`, the
+        bare `curl -o FILE URL`, whose file may still be in the page cache only."""
         trust = ["--cacert", str(ca_cert)] if ca_cert else []
-        log = "curl-tls" if ca_cert else "curl"
+        log = ("curl-tls" if ca_cert else "curl") + ("" if sync else "-bare")
 
         def curl() -> float:
             out = fresh(WORK / "curl") / archive.name
             argv = ["curl", "-sSf", *trust, "-o", str(out), archive.url]
             got = checked(self.timed_cpu(argv, log=log), "curl")
+            if not sync:
+                return got.wall
             return got.wall + checked(timed(["sync", str(out)], log=log), "sync").wall
 
         return curl
@@ -497,7 +502,14 @@ class Bench:
         print(f"bench: fetch {size(archive.size)} vs curl + sync, {self.runs} pairs", flush=True)
         result = self.pairs(self.fetch_one(atlas, "fetcher"), self.curl(archive), warmup=True)
         self.raw["fetch_vs_curl"] = result
-        self.compare(f"fetch {size(archive.size)} vs curl -o && sync", result, 1.00)
+        self.compare(f"fetch {size(archive.size)} vs curl -o && sync", result, 0.85)  # issue 12
+        print(f"bench: fetch {size(archive.size)} vs bare curl -o, {self.runs} pairs", flush=True)
+        result = self.pairs(
+            self.fetch_one(atlas, "fetcher"), self.curl(archive, sync=False), warmup=False
+        )
+        self.raw["fetch_vs_bare_curl"] = result
+        self.compare(f"fetch {size(archive.size)} vs bare curl -o (no sync)", result, 0.95)
+        self.rows[-1].note = "fetcher fsyncs the archive before it names it; bare curl does not"
 
     def fetch_at_rate(self, atlas: Atlas, rate_mib: int) -> None:
         """One archive from a link limited to `rate_mib` MiB/s, archive check included, against
@@ -743,10 +755,8 @@ class Bench:
         result = self.pairs(fetch, aria2, warmup=False)
         self.raw["batch"] = {"pairs": result, "ideal": ideal}
         fetched = [a for a, _ in result]
-        self.against_ideal(what, fetched, ideal, 1.25, "--parallel 4; ideal = one archive / rate")
-        self.compare(
-            f"batch {n} x {size(biggest)} vs aria2c -j{n} (same SHA1s)", result, 1.00, strict=True
-        )
+        self.against_ideal(what, fetched, ideal, 1.15, "--parallel 4; ideal = one archive / rate")
+        self.compare(f"batch {n} x {size(biggest)} vs aria2c -j{n} (same SHA1s)", result, 0.80)
         self.rows[-1].note = "aria2c checks each SHA1 after its download, one file at a time"
 
     def multi(self, atlas: Atlas, rate_mib: int, connections: int = MULTI_CONNECTIONS) -> None:
