@@ -106,6 +106,11 @@ class Stream(httpcore.NetworkStream):
         return Stream(self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self._error is not None:
+            # httpcore asks this of an idle connection before reusing it: one whose next read
+            # can only fail (the peer reset it, or its TLS broke after the last response) is
+            # dropped, as one the server closed would be.
+            return True
         return self._inner.get_extra_info(info)
 
 

@@ -29,6 +29,9 @@ from tests.support import make_archive, sha1
 PATH = "/backup/restore/v2/pull/job1/secret-token/rs0.tar.gz"
 RECORD = 16 * 1024  # the most a TLS record carries, and so one TLS read without netio
 GARBAGE = b"\x00" * 64  # not a TLS record: a stream corrupted on the way
+# A well-formed record header and 32 bytes that do not decrypt: TLS reads all of it, so
+# nothing is left on the socket to tell that the connection is broken.
+BAD_RECORD = b"\x17\x03\x03\x00\x20" + bytes(range(32))
 
 
 def settings(authority: tuple[trustme.CA, Path]) -> Settings:
@@ -142,6 +145,49 @@ def test_the_direct_body_read_keeps_the_bytes_before_a_tls_error(
         assert sum(got) == writer.written == len(good)
         assert len(got) < 3  # the records already there came in one read
         assert (dest.path / "part").read_bytes() == good
+
+
+def test_a_connection_whose_tls_broke_after_a_response_is_not_used_again(
+    authority: tuple[trustme.CA, Path],
+) -> None:
+    body = os.urandom(30 * 1024)
+    listener = socket.create_server(("127.0.0.1", 0))
+    context = server_context(authority[0])
+    peers: list[tuple[str, int]] = []
+
+    def answer(raw: socket.socket, broken: bool) -> None:
+        with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as tls:
+            while True:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    if not (got := tls.recv(4096)):
+                        return
+                    request += got
+                # Held back until uncorked: the client gets the response and the garbage in
+                # one piece, so its read meets the garbage right after the body.
+                tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                if broken:
+                    os.write(tls.fileno(), BAD_RECORD)
+                tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                raw, peer = listener.accept()
+                peers.append(peer)
+                threading.Thread(target=answer, args=(raw, len(peers) == 1), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}{PATH}"
+    try:
+        with pull_client(settings(authority)) as client:
+            assert client.get(url).content == body
+            # The first connection's next read could only fail: a new one serves these.
+            assert [client.get(url).content for _ in range(2)] == [body, body]
+    finally:
+        listener.close()
+    assert len(peers) == 2
 
 
 def test_several_connections_over_https_from_the_command_line(
