@@ -183,10 +183,10 @@ def authority(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Pat
     return ca, pem
 
 
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    """A server's TLS context with a certificate for 127.0.0.1 signed by `ca`."""
+def server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
+    """A server's TLS context with a certificate for `names` (default: this host) by `ca`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca.issue_cert(*(names or ("localhost", "127.0.0.1"))).configure_cert(context)
     return context
 
 

@@ -35,7 +35,7 @@ from fetcher.names import MANIFEST_NAME, partial_name, state_name
 from fetcher.redact import MASK, Redactor, display_url, origin, printable
 from fetcher.retry import RetryPolicy
 from fetcher.storage import LOCK_NAME
-from tests.conftest import Atlas, fetch_args, run_cli
+from tests.conftest import Atlas, fetch_args, run_cli, server_context
 from tests.pullserver import Fault, PullServer
 from tests.support import (
     API_ROOT,
@@ -579,35 +579,25 @@ def test_printable_keeps_one_line_and_no_escapes() -> None:
 # -- TLS ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ca_pem(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
-    """A throwaway CA, and its certificate as a PEM file."""
-    authority = trustme.CA()
-    pem = tmp_path_factory.mktemp("ca") / "ca.pem"
-    authority.cert_pem.write_to_path(str(pem))
-    return authority, pem
-
-
 def _https_server(ca: trustme.CA, *names: str) -> HTTPServer:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert(*(names or ("localhost", "127.0.0.1"))).configure_cert(context)
+    context = server_context(ca, *names)
     server = HTTPServer(host="localhost", port=0, ssl_context=context)
     server.start()
     return server
 
 
 @pytest.fixture(scope="module")
-def https_server(ca_pem: tuple[trustme.CA, Path]) -> Iterator[HTTPServer]:
+def https_server(authority: tuple[trustme.CA, Path]) -> Iterator[HTTPServer]:
     """One HTTPS server for the module: stopping one takes half a second."""
-    server = _https_server(ca_pem[0])
+    server = _https_server(authority[0])
     yield server
     server.stop()
 
 
 @pytest.fixture
-def ca(ca_pem: tuple[trustme.CA, Path], tmp_path: Path) -> trustme.CA:
-    shutil.copy(ca_pem[1], tmp_path / "ca.pem")
-    return ca_pem[0]
+def ca(authority: tuple[trustme.CA, Path], tmp_path: Path) -> trustme.CA:
+    shutil.copy(authority[1], tmp_path / "ca.pem")
+    return authority[0]
 
 
 @pytest.fixture
