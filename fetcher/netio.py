@@ -15,6 +15,7 @@ checks httpcore makes before reusing a connection) is httpcore's SyncBackend, un
 from __future__ import annotations
 
 import ssl
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,6 +27,9 @@ from fetcher.stream import direct_socket, drain
 # The most one read returns. h11 takes any amount, so this is not httpcore's 64 KiB: up to
 # four TLS records a read saved 40% of the time above, up to sixteen another quarter.
 READ_BYTES = 256 * 1024
+# Where a read lands before its bytes are copied out: one buffer per thread that reads (a
+# connection is read by one thread at a time), so that idle connections in the pool hold none.
+_scratch = threading.local()
 
 
 class Backend(httpcore.NetworkBackend):
@@ -64,24 +68,30 @@ class Stream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
         self._sock = direct_socket(inner)  # None: TLS in TLS (an HTTPS proxy), httpcore reads
-        self._buffer: bytearray | None = None  # made on the first read, dropped on close
-        self._error: OSError | None = None
+        self._error: OSError | None = None  # met after the bytes the last read returned
+        self._ended = False  # the peer's close_notify was read with the last bytes
+
+    def take_error(self) -> OSError | None:
+        """The error met after the bytes the last read returned, for a caller that reads the
+        socket itself from here on (fetcher.stream.read_body): it is no longer kept here."""
+        error, self._error = self._error, None
+        return error
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         sock = self._sock
         if sock is None:
             return self._inner.read(max_bytes, timeout)
         try:
-            if self._error is not None:
-                error, self._error = self._error, None
+            if (error := self.take_error()) is not None:
                 raise error
-            if self._buffer is None:
-                self._buffer = bytearray(READ_BYTES)
-            view = memoryview(self._buffer)
+            buffer = getattr(_scratch, "buffer", None)
+            if buffer is None:
+                buffer = _scratch.buffer = bytearray(READ_BYTES)
+            view = memoryview(buffer)
             sock.settimeout(timeout)
             n = sock.recv_into(view)
             if n and isinstance(sock, ssl.SSLSocket):
-                more, self._error = drain(sock, view[n:])
+                more, self._error, self._ended = drain(sock, view[n:])
                 n += more
                 sock.settimeout(timeout)
             return bytes(view[:n])
@@ -94,7 +104,6 @@ class Stream(httpcore.NetworkStream):
         self._inner.write(buffer, timeout)
 
     def close(self) -> None:
-        self._buffer = None
         self._inner.close()
 
     def start_tls(
@@ -106,10 +115,11 @@ class Stream(httpcore.NetworkStream):
         return Stream(self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self._error is not None:
-            # httpcore asks this of an idle connection before reusing it: one whose next read
-            # can only fail (the peer reset it, or its TLS broke after the last response) is
-            # dropped, as one the server closed would be.
+        if info == "is_readable" and (self._error is not None or self._ended):
+            # httpcore asks this of an idle connection before reusing it. One whose next read
+            # can only fail or end (the peer reset it, closed TLS, or its TLS broke after the
+            # last response) is dropped, as one the server closed would be: the sign of it
+            # was read with the last bytes, so the socket itself shows nothing.
             return True
         return self._inner.get_extra_info(info)
 

@@ -147,7 +147,10 @@ def read_body(response: httpx.Response, writer: BodyWriter) -> Iterator[int]:
             writer.put(first)
             yield len(first)
         if length > len(first):
-            yield from _read_socket(sock, writer, length - len(first), response.request)
+            # An error the connection met after the bytes httpx returned comes first.
+            take_error = getattr(response.extensions.get("network_stream"), "take_error", None)
+            error = take_error() if take_error is not None else None
+            yield from _read_socket(sock, writer, length - len(first), response.request, error)
             return
     for chunk in raw:  # all of the body, or (when the first piece was all) its end
         writer.put(chunk)
@@ -156,18 +159,22 @@ def read_body(response: httpx.Response, writer: BodyWriter) -> Iterator[int]:
 
 
 def _read_socket(
-    sock: socket.socket, writer: BodyWriter, remaining: int, request: httpx.Request
+    sock: socket.socket,
+    writer: BodyWriter,
+    remaining: int,
+    request: httpx.Request,
+    error: OSError | None = None,
 ) -> Iterator[int]:
     """Receive `remaining` body bytes into the writer's buffers, as httpx would have.
 
     Same read timeout, and the same exceptions as httpx raises for a timeout, a failed read
     and a body cut short. What arrived is written as soon as the stream pauses, not only when
-    a buffer fills, so a stalled or killed transfer keeps every byte it received.
+    a buffer fills, so a stalled or killed transfer keeps every byte it received. `error` is
+    one the connection met after the bytes read before this (see fetcher.netio): raised first.
     """
     timeout = request.extensions.get("timeout", {}).get("read")
     current: float | None = -1.0  # no timeout set on the socket by us yet
     tls = sock if isinstance(sock, ssl.SSLSocket) else None
-    error: OSError | None = None  # met after bytes that came with it: raised next time
     while remaining > 0:
         room = writer.space()
         if len(room) > remaining:
@@ -179,7 +186,8 @@ def _read_socket(
             current = wait
         try:
             if error is not None:
-                raise error
+                met, error = error, None
+                raise met
             n = sock.recv_into(room)
         except TimeoutError as exc:
             if holding:
@@ -189,7 +197,7 @@ def _read_socket(
         except OSError as exc:
             raise httpx.ReadError(str(exc), request=request) from exc
         if n and tls is not None and n < len(room):
-            more, error = drain(tls, room[n:])
+            more, error, _ = drain(tls, room[n:])
             n, current = n + more, 0.0
         if n == 0:
             raise httpx.RemoteProtocolError(
@@ -202,12 +210,13 @@ def _read_socket(
         yield n
 
 
-def drain(sock: ssl.SSLSocket, view: memoryview) -> tuple[int, OSError | None]:
+def drain(sock: ssl.SSLSocket, view: memoryview) -> tuple[int, OSError | None, bool]:
     """Read the TLS records already received into `view`, without waiting for more.
 
     A TLS socket gives one record (16 KiB at most) per read, and each read costs Python's
-    overhead, and h11's and httpx's for a body read through them. Returns how many bytes came
-    and the error that stopped the reads, if any, for the caller to raise after using them.
+    overhead, and h11's and httpx's for a body read through them. Returns how many bytes came,
+    the error that stopped the reads (for the caller to raise after using the bytes), and
+    whether the peer closed TLS (its close_notify is read here, and no longer on the socket).
     Leaves the socket non-blocking.
     """
     n = 0
@@ -216,13 +225,13 @@ def drain(sock: ssl.SSLSocket, view: memoryview) -> tuple[int, OSError | None]:
         while n < len(view):
             got = sock.recv_into(view[n:])
             if not got:
-                break  # the peer closed: the next read says so
+                return n, None, True  # the next read says so too
             n += got
     except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
         pass
     except OSError as exc:
-        return n, exc
-    return n, None
+        return n, exc, False
+    return n, None, False
 
 
 def body_socket(response: httpx.Response) -> socket.socket | None:

@@ -97,9 +97,11 @@ def socket_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = stream._read_socket
 
-    def spy(sock: Any, writer: Any, remaining: int, request: httpx.Request) -> Iterator[int]:
+    def spy(
+        sock: Any, writer: Any, remaining: int, request: httpx.Request, error: Any = None
+    ) -> Iterator[int]:
         calls.append(remaining)
-        return real(sock, writer, remaining, request)
+        return real(sock, writer, remaining, request, error)
 
     monkeypatch.setattr(stream, "_read_socket", spy)
     return calls

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpcore
@@ -147,47 +148,126 @@ def test_the_direct_body_read_keeps_the_bytes_before_a_tls_error(
         assert (dest.path / "part").read_bytes() == good
 
 
-def test_a_connection_whose_tls_broke_after_a_response_is_not_used_again(
-    authority: tuple[trustme.CA, Path],
-) -> None:
-    body = os.urandom(30 * 1024)
+Answer = Callable[[ssl.SSLSocket, int], None]
+
+
+@contextlib.contextmanager
+def tls_server(authority: tuple[trustme.CA, Path], answer: Answer) -> Iterator[str]:
+    """A TLS server on this host whose connections `answer(tls, n)` serves (n from 0); yields
+    its URL for PATH. Each connection has a thread of its own; all end with the server."""
     listener = socket.create_server(("127.0.0.1", 0))
     context = server_context(authority[0])
-    peers: list[tuple[str, int]] = []
-
-    def answer(raw: socket.socket, broken: bool) -> None:
-        with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True) as tls:
-            while True:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    if not (got := tls.recv(4096)):
-                        return
-                    request += got
-                # Held back until uncorked: the client gets the response and the garbage in
-                # one piece, so its read meets the garbage right after the body.
-                tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-                if broken:
-                    os.write(tls.fileno(), BAD_RECORD)
-                tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
     def serve() -> None:
         with contextlib.suppress(OSError):
-            while True:
-                raw, peer = listener.accept()
-                peers.append(peer)
-                threading.Thread(target=answer, args=(raw, len(peers) == 1), daemon=True).start()
+            for n in itertools.count():
+                raw, _ = listener.accept()
+
+                def one(raw: socket.socket = raw, n: int = n) -> None:
+                    with (
+                        contextlib.suppress(OSError),
+                        context.wrap_socket(raw, server_side=True) as tls,
+                    ):
+                        answer(tls, n)
+
+                threading.Thread(target=one, daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
-    url = f"https://127.0.0.1:{listener.getsockname()[1]}{PATH}"
     try:
-        with pull_client(settings(authority)) as client:
-            assert client.get(url).content == body
-            # The first connection's next read could only fail: a new one serves these.
-            assert [client.get(url).content for _ in range(2)] == [body, body]
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}{PATH}"
     finally:
         listener.close()
-    assert len(peers) == 2
+
+
+def requests(tls: ssl.SSLSocket) -> Iterator[None]:
+    """One item for each request head the client sends on this connection."""
+    while True:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            if not (got := tls.recv(4096)):
+                return
+            head += got
+        yield
+
+
+@contextlib.contextmanager
+def corked(tls: ssl.SSLSocket) -> Iterator[None]:
+    """Hold back what is sent meanwhile, then send it in one piece: the client's first read
+    then finds all of it already there."""
+    tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    yield
+    tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+
+
+def head(length: int) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length
+
+
+@pytest.mark.parametrize("then", ["a record that does not decrypt", "close_notify"])
+def test_a_connection_that_ended_with_its_last_response_is_not_used_again(
+    authority: tuple[trustme.CA, Path], then: str
+) -> None:
+    body = os.urandom(30 * 1024)
+    done = threading.Event()
+    connections: list[int] = []
+
+    def answer(tls: ssl.SSLSocket, n: int) -> None:
+        connections.append(n)
+        for _ in requests(tls):
+            with corked(tls):
+                tls.sendall(head(len(body)) + body)
+                if n == 0 and then == "close_notify":
+                    tls.setblocking(False)
+                    with contextlib.suppress(ssl.SSLWantReadError):
+                        tls.unwrap()  # close_notify sent; TCP stays open
+                elif n == 0:
+                    os.write(tls.fileno(), BAD_RECORD)
+            if n == 0:
+                done.wait(10.0)
+                return
+
+    with tls_server(authority, answer) as url, pull_client(settings(authority)) as client:
+        try:
+            assert client.get(url).content == body
+            # The sign that the first connection is over came with its last bytes, and left
+            # nothing on its socket: the next requests go over a new connection.
+            assert [client.get(url).content for _ in range(2)] == [body, body]
+        finally:
+            done.set()
+    assert connections == [0, 1]
+
+
+def test_the_direct_body_read_raises_the_error_met_with_the_first_bytes(
+    authority: tuple[trustme.CA, Path], tmp_path: Path
+) -> None:
+    part = os.urandom(40 * 1024)
+
+    def answer(tls: ssl.SSLSocket, n: int) -> None:
+        for _ in requests(tls):
+            with corked(tls):  # the head, some of the body, then a broken record
+                tls.sendall(head(1024 * 1024) + part)
+                os.write(tls.fileno(), BAD_RECORD)
+            return
+
+    with (
+        tls_server(authority, answer) as url,
+        pull_client(settings(authority)) as client,
+        client.stream("GET", url) as response,
+        Destination(tmp_path / "out") as dest,
+    ):
+        fd = dest.open_private("part")
+        try:
+            writer = stream.BodyWriter(fd, hashlib.sha1(), 0, os.write)
+            # httpx read the head, the bytes after it and met the broken record: the error
+            # that reaches the caller is that one, not a body cut short.
+            with pytest.raises(httpx.ReadError):
+                for _ in stream.read_body(response, writer):
+                    pass
+            writer.close()
+        finally:
+            os.close(fd)
+        assert writer.written == len(part)
+        assert (dest.path / "part").read_bytes() == part
 
 
 def test_several_connections_over_https_from_the_command_line(
