@@ -645,7 +645,7 @@ def verify_command(directories: tuple[Path, ...], deep: bool, as_json: bool, qui
 
 def _verify_one(directory: Path, *, deep: bool) -> tuple[Manifest, list[Check]]:
     """Verify one DIR against its manifest; with `deep`, fill the manifest in if DIR can be
-    written (a read-only DIR is checked all the same, and said so)."""
+    written (one that cannot, read-only or another user's, is checked all the same)."""
     with Destination(directory, create=False) as dest:
         writable = deep and dest.writable()
         if writable:
@@ -662,7 +662,8 @@ def _verify_one(directory: Path, *, deep: bool) -> tuple[Manifest, list[Check]]:
         elif deep:
             click.echo(
                 _shown(
-                    f"fetcher: {directory} is read-only: checked, but its manifest was not updated"
+                    f"fetcher: {directory} is not writable: checked, but its manifest was"
+                    " not updated"
                 ),
                 err=True,
             )

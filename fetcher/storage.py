@@ -75,8 +75,16 @@ class Destination:
             self.fd = -1
 
     def writable(self) -> bool:
-        """Whether this process may create files here (not on a read-only mount, say)."""
-        return os.access(".", os.W_OK, dir_fd=self.fd)
+        """Whether this process may take the lock and create files here (not on a read-only
+        mount, say, nor where the lock file is another user's)."""
+
+        def may(name: str, mode: int) -> bool:
+            effective = os.access in os.supports_effective_ids
+            return os.access(
+                name, mode, dir_fd=self.fd, effective_ids=effective, follow_symlinks=False
+            )
+
+        return may(".", os.W_OK) and (not may(LOCK_NAME, os.F_OK) or may(LOCK_NAME, os.W_OK))
 
     def lock(self) -> None:
         """Take the destination's exclusive lock, or fail at once if another fetch holds it."""

@@ -1167,8 +1167,9 @@ def test_a_read_only_dir_is_a_clear_error_and_loses_nothing(
     assert job["id"] in manifest.decode()
 
 
-def test_verify_deep_checks_a_read_only_dir_and_says_it_wrote_nothing(
-    atlas: Atlas, creds: None, tmp_path: Path, read_only: Callable[[Path], None]
+@pytest.mark.parametrize("why", ["read-only", "another user's lock file"])
+def test_verify_deep_checks_a_dir_it_cannot_write_and_says_it_wrote_nothing(
+    atlas: Atlas, creds: None, tmp_path: Path, read_only: Callable[[Path], None], why: str
 ) -> None:
     # Archives gathered on read-only storage (or another user's) are checked before a restore.
     full = tmp_path / "full"
@@ -1176,13 +1177,19 @@ def test_verify_deep_checks_a_read_only_dir_and_says_it_wrote_nothing(
     assert run_cli(*fetch_args(atlas, full)).exit_code == 0
     manifest = (full / MANIFEST_NAME).read_bytes()
     names = sorted(p.name for p in full.iterdir())
-    read_only(full)
+    if why == "read-only":
+        read_only(full)
+    else:  # a shared directory: anyone may write in it, but the lock is the other user's
+        if os.geteuid() != 0:
+            pytest.skip("giving the lock file to another user needs root")
+        full.chmod(0o777)
+        os.chown(full / LOCK_NAME, 54321, 54321)
 
     result = _run_without_privilege(["verify", "--deep", str(full)])
     assert result.returncode == 0, result.stderr
     assert "1 of 1 archives intact (exit 0)" in result.stdout
     assert result.stderr.strip() == (
-        f"fetcher: {full} is read-only: checked, but its manifest was not updated"
+        f"fetcher: {full} is not writable: checked, but its manifest was not updated"
     )
     assert (full / MANIFEST_NAME).read_bytes() == manifest
     assert sorted(p.name for p in full.iterdir()) == names
