@@ -523,6 +523,7 @@ class MultiDownload:
                         if total is None or total > MAX_ARCHIVE_BYTES:
                             raise _NoRanges()
                         if self._near_single and _answered_within(marks, self._near_seconds):
+                            response.read()  # its one byte: the connection serves the download
                             raise _Near()
                         self._etag = response.headers.get("etag")
                         self._last_modified = response.headers.get("last-modified")

@@ -352,6 +352,8 @@ def test_by_default_a_server_that_answers_at_once_gets_one_connection(
     result = fetch(client, dest, pull, near_single=True, near_seconds=10.0)
     assert result.sha1 == sha1(archive)
     assert starts(pull) == [0, None]
+    # Over one connection: the probe's answer was read whole, so its connection was reused.
+    assert len({served.client for served in pull.requests_for(PATH)}) == 1
 
 
 def test_by_default_a_server_far_away_gets_several(
