@@ -76,78 +76,6 @@ def test_a_client_with_its_own_transport_is_left_alone() -> None:
         assert client.get("https://pull.example/x").status_code == 204
 
 
-@contextlib.contextmanager
-def corrupted_tls(
-    authority: tuple[trustme.CA, Path], good: bytes
-) -> Iterator[httpcore.NetworkStream]:
-    """A TLS connection (through netio's backend) whose peer sent `good`, then garbage.
-
-    Both are in the client's socket buffer when this yields: `good` is kept small enough to
-    fit the receive window of a new loopback connection.
-    """
-    listener = socket.create_server(("127.0.0.1", 0))
-    sent = threading.Event()
-
-    def serve() -> None:
-        raw, _ = listener.accept()
-        with server_context(authority[0]).wrap_socket(raw, server_side=True) as tls:
-            tls.sendall(good)
-            os.write(tls.fileno(), GARBAGE)  # beside TLS, straight onto the TCP stream
-            sent.set()
-            with contextlib.suppress(OSError):
-                tls.recv(1)  # until the client hangs up
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    context = ssl.create_default_context(cafile=str(authority[1]))
-    port = listener.getsockname()[1]
-    connection = netio.Backend().connect_tcp("127.0.0.1", port, timeout=5.0)
-    connection = connection.start_tls(context, "127.0.0.1", timeout=5.0)
-    try:
-        assert sent.wait(5.0)
-        time.sleep(0.05)
-        yield connection
-    finally:
-        connection.close()
-        listener.close()
-        thread.join(5.0)
-
-
-def test_bytes_read_before_a_tls_error_are_returned_and_the_error_comes_next(
-    authority: tuple[trustme.CA, Path],
-) -> None:
-    good = os.urandom(40 * 1024)  # three records: the first read waits, the rest are drained
-    with corrupted_tls(authority, good) as connection:
-        got = connection.read(65536, timeout=5.0)
-        assert got == good  # not lost with the error that the drain met after them
-        with pytest.raises(httpcore.ReadError):
-            connection.read(65536, timeout=5.0)
-
-
-def test_the_direct_body_read_keeps_the_bytes_before_a_tls_error(
-    authority: tuple[trustme.CA, Path], tmp_path: Path
-) -> None:
-    good = os.urandom(40 * 1024)
-    request = httpx.Request("GET", "https://127.0.0.1/rs0.tar.gz")
-    with (
-        corrupted_tls(authority, good) as connection,
-        Destination(tmp_path / "out") as dest,
-    ):
-        fd = dest.open_private("part")
-        try:
-            writer = stream.BodyWriter(fd, hashlib.sha1(), 0, os.write)
-            sock = connection.get_extra_info("socket")
-            got: list[int] = []
-            with pytest.raises(httpx.ReadError):
-                got.extend(stream._read_socket(sock, writer, len(good) + 1000, request))
-            writer.close()
-        finally:
-            os.close(fd)
-        assert sum(got) == writer.written == len(good)
-        assert len(got) < 3  # the records already there came in one read
-        assert (dest.path / "part").read_bytes() == good
-
-
 Answer = Callable[[ssl.SSLSocket, int], None]
 
 
@@ -177,6 +105,79 @@ def tls_server(authority: tuple[trustme.CA, Path], answer: Answer) -> Iterator[s
         yield f"https://127.0.0.1:{listener.getsockname()[1]}{PATH}"
     finally:
         listener.close()
+
+
+@contextlib.contextmanager
+def corrupted_tls(
+    authority: tuple[trustme.CA, Path], good: bytes
+) -> Iterator[httpcore.NetworkStream]:
+    """A TLS connection (through netio's backend) whose peer sent `good`, then garbage.
+
+    Both are in the client's socket buffer when this yields: `good` is kept small enough to
+    fit the receive window of a new loopback connection.
+    """
+    sent = threading.Event()
+
+    def answer(tls: ssl.SSLSocket, n: int) -> None:
+        tls.sendall(good)
+        os.write(tls.fileno(), GARBAGE)  # beside TLS, straight onto the TCP stream
+        sent.set()
+        tls.recv(1)  # until the client hangs up
+
+    context = ssl.create_default_context(cafile=str(authority[1]))
+    with tls_server(authority, answer) as url:
+        port = httpx.URL(url).port
+        assert port is not None
+        connection = netio.Backend().connect_tcp("127.0.0.1", port, timeout=5.0)
+        connection = connection.start_tls(context, "127.0.0.1", timeout=5.0)
+        try:
+            assert sent.wait(5.0)
+            time.sleep(0.05)
+            yield connection
+        finally:
+            connection.close()
+
+
+def test_bytes_read_before_a_tls_error_are_returned_and_the_error_comes_next(
+    authority: tuple[trustme.CA, Path],
+) -> None:
+    good = os.urandom(40 * 1024)  # three records: the first read waits, the rest are drained
+    with corrupted_tls(authority, good) as connection:
+        got = connection.read(65536, timeout=5.0)
+        assert got == good  # not lost with the error that the drain met after them
+        with pytest.raises(httpcore.ReadError):
+            connection.read(65536, timeout=5.0)
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> Iterator[stream.BodyWriter]:
+    """The download engine's writer over DIR/part (read it back with `written(tmp_path)`)."""
+    with Destination(tmp_path / "out") as dest:
+        fd = dest.open_private("part")
+        try:
+            yield stream.BodyWriter(fd, hashlib.sha1(), 0, os.write)
+        finally:
+            os.close(fd)
+
+
+def written(tmp_path: Path) -> bytes:
+    return (tmp_path / "out" / "part").read_bytes()
+
+
+def test_the_direct_body_read_keeps_the_bytes_before_a_tls_error(
+    authority: tuple[trustme.CA, Path], writer: stream.BodyWriter, tmp_path: Path
+) -> None:
+    good = os.urandom(40 * 1024)
+    request = httpx.Request("GET", "https://127.0.0.1/rs0.tar.gz")
+    got: list[int] = []
+    with corrupted_tls(authority, good) as connection:
+        sock = connection.get_extra_info("socket")
+        with pytest.raises(httpx.ReadError):
+            got.extend(stream._read_socket(sock, writer, len(good) + 1000, request))
+    writer.close()
+    assert sum(got) == writer.written == len(good)
+    assert len(got) < 3  # the records already there came in one read
+    assert written(tmp_path) == good
 
 
 def requests(tls: ssl.SSLSocket) -> Iterator[None]:
@@ -238,7 +239,7 @@ def test_a_connection_that_ended_with_its_last_response_is_not_used_again(
 
 
 def test_the_direct_body_read_raises_the_error_met_with_the_first_bytes(
-    authority: tuple[trustme.CA, Path], tmp_path: Path
+    authority: tuple[trustme.CA, Path], writer: stream.BodyWriter, tmp_path: Path
 ) -> None:
     part = os.urandom(40 * 1024)
 
@@ -249,25 +250,19 @@ def test_the_direct_body_read_raises_the_error_met_with_the_first_bytes(
                 os.write(tls.fileno(), BAD_RECORD)
             return
 
+    # httpx read the head, the bytes after it and met the broken record: the error that
+    # reaches the caller is that one, not a body cut short.
     with (
         tls_server(authority, answer) as url,
         pull_client(settings(authority)) as client,
         client.stream("GET", url) as response,
-        Destination(tmp_path / "out") as dest,
+        pytest.raises(httpx.ReadError),
     ):
-        fd = dest.open_private("part")
-        try:
-            writer = stream.BodyWriter(fd, hashlib.sha1(), 0, os.write)
-            # httpx read the head, the bytes after it and met the broken record: the error
-            # that reaches the caller is that one, not a body cut short.
-            with pytest.raises(httpx.ReadError):
-                for _ in stream.read_body(response, writer):
-                    pass
-            writer.close()
-        finally:
-            os.close(fd)
-        assert writer.written == len(part)
-        assert (dest.path / "part").read_bytes() == part
+        for _ in stream.read_body(response, writer):
+            pass
+    writer.close()
+    assert writer.written == len(part)
+    assert written(tmp_path) == part
 
 
 def test_several_connections_over_https_from_the_command_line(
