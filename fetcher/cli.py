@@ -18,7 +18,7 @@ import click
 
 from fetcher import __version__
 from fetcher import manifest as mf
-from fetcher.archive import info_value
+from fetcher.checks.archive import info_value
 from fetcher.config import (
     DEFAULT_BASE_URL,
     Credentials,
@@ -39,9 +39,9 @@ from fetcher.verify import Check, verify, verify_exit_code, with_reports
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from fetcher.api import RestoreJobsClient
+    from fetcher.engine.transfer import Progress
     from fetcher.fetch import WaitStatus
-    from fetcher.transfer import Progress
+    from fetcher.service.client import RestoreJobsClient
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -219,9 +219,9 @@ def _log_line(line: str) -> None:
 
 
 def _api(settings: Settings, profile: str | None) -> tuple[Any, RestoreJobsClient]:
-    from fetcher.api import RestoreJobsClient
-    from fetcher.http import api_client
     from fetcher.retry import RetryPolicy
+    from fetcher.service.client import RestoreJobsClient
+    from fetcher.service.http import api_client
 
     credentials = load_credentials(os.environ, settings.base_url, profile=profile)
     REDACTOR.add(
@@ -240,7 +240,7 @@ def _connect(
     settings: Settings, profile: str | None, group: str | None, batch_id: str | None
 ) -> tuple[str, Any, RestoreJobsClient]:
     """The group, and the API's HTTP client and restore-jobs client, after the usage checks."""
-    from fetcher.api import is_v2
+    from fetcher.service.client import is_v2
 
     if batch_id and is_v2(settings.base_url):
         raise click.UsageError(_NO_BATCHES)  # before any credentials are looked for
@@ -289,7 +289,7 @@ def list_command(
 
     No link is shown whole: pull-URL tokens and pre-signed signatures stay hidden.
     """
-    from fetcher.jobs import iso_utc, readiness
+    from fetcher.service.model import iso_utc, readiness
 
     settings = _settings(base_url, ca_cert, timeout, retries, verbose)
     group, http, api = _connect(settings, profile, group, batch_id)
@@ -455,8 +455,8 @@ def fetch_command(
 ) -> None:
     """Download, verify and record every archive of a batch (or one job)."""
     from fetcher.fetch import Fetcher, Target, WaitPolicy
-    from fetcher.http import pull_client
     from fetcher.retry import RetryPolicy
+    from fetcher.service.http import pull_client
 
     if bool(batch_id) == bool(job_id):
         raise click.UsageError("give exactly one of --batch BATCH-ID or --job JOB-ID")

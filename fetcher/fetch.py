@@ -15,17 +15,17 @@ from typing import Literal, Protocol
 import httpx
 
 from fetcher import manifest as mf
-from fetcher.api import RestoreJobsClient
-from fetcher.archive import ArchiveCheck, ArchiveReport
+from fetcher.checks.archive import ArchiveCheck, ArchiveReport
+from fetcher.engine.segmented import MultiDownload
+from fetcher.engine.transfer import Download, PartResult, Progress, Source, commit, discard
 from fetcher.errors import FetcherError, ManifestError, NotFoundError, UnsafeNameError
-from fetcher.jobs import Archive, Readiness, RestoreJob, readiness
 from fetcher.manifest import FileRecord, JobRecord, Manifest
 from fetcher.names import MANIFEST_NAME, choose_name, partial_name
 from fetcher.redact import Redactor
 from fetcher.retry import RetryPolicy
-from fetcher.segmented import MultiDownload
+from fetcher.service.client import RestoreJobsClient
+from fetcher.service.model import Archive, Readiness, RestoreJob, readiness
 from fetcher.storage import Destination, SpaceGuard
-from fetcher.transfer import Download, PartResult, Progress, Source, commit, discard
 from fetcher.verify import examine
 
 OnDisk = Literal["verified", "changed", "absent"]

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from fetcher import __version__
-from fetcher.archive import ArchiveReport
+from fetcher.checks.archive import ArchiveReport
+from fetcher.checks.restoreset import Member, RestoreSet, judge
 from fetcher.errors import (
     EXIT_ERROR,
     EXIT_INCOMPLETE,
@@ -20,7 +21,6 @@ from fetcher.errors import (
     UnsafeNameError,
 )
 from fetcher.names import MANIFEST_NAME, check_name
-from fetcher.restoreset import Member, RestoreSet, judge
 from fetcher.storage import Destination, io_error
 
 MANIFEST_VERSION = 1

@@ -21,8 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from fetcher.engine.ring import Ring, Sink, feed
 from fetcher.errors import DiskSpaceError, FetcherError, LockedError
-from fetcher.ring import Ring, Sink, feed
 
 LOCK_NAME = ".fetcher.lock"
 HASH_BLOCK = 1024 * 1024  # read, then hashed, at a time

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from fetcher.archive import ArchiveCheck, ArchiveReport
+from fetcher.checks.archive import ArchiveCheck, ArchiveReport
 from fetcher.errors import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTEGRITY, EXIT_OK
 from fetcher.manifest import FileRecord, Manifest
 from fetcher.storage import Destination
@@ -58,7 +58,7 @@ def verify(
 ) -> list[Check]:
     """Re-hash each recorded archive and compare size and SHA1 with the manifest.
 
-    `deep` also checks each archive as a tar.gz in the same pass (see fetcher.archive).
+    `deep` also checks each archive as a tar.gz in the same pass (see fetcher.checks.archive).
     """
     checks = []
     for job in manifest.jobs:

@@ -8,11 +8,11 @@ import httpx
 import pytest
 from werkzeug import Request, Response
 
-from fetcher.api import RateLimiter, RestoreJobsClient
 from fetcher.config import Credentials, Settings
 from fetcher.errors import ApiError, AuthError, NotFoundError
-from fetcher.http import api_client
 from fetcher.retry import RetryPolicy
+from fetcher.service.client import RateLimiter, RestoreJobsClient
+from fetcher.service.http import api_client
 from tests.conftest import Atlas
 from tests.support import BATCH, CLUSTER, GROUP, JOBS_PATH, PRIVATE_KEY, PUBLIC_KEY, job_json
 

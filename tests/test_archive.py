@@ -26,7 +26,7 @@ from typing import Literal
 
 import pytest
 
-from fetcher.archive import ArchiveCheck, ArchiveReport, check_bytes, parse_restore_info
+from fetcher.checks.archive import ArchiveCheck, ArchiveReport, check_bytes, parse_restore_info
 
 BLOCK = 512
 MiB = 1024 * 1024

@@ -18,13 +18,13 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from fetcher.api import RestoreJobsClient
-from fetcher.auth import ServiceAccountAuth, token_url
 from fetcher.config import ServiceAccount, Settings
 from fetcher.errors import ApiError, AuthError, ConfigError
-from fetcher.http import USER_AGENT, api_client, request_log
 from fetcher.redact import Redactor, origin
 from fetcher.retry import RetryPolicy
+from fetcher.service.auth import ServiceAccountAuth, token_url
+from fetcher.service.client import RestoreJobsClient
+from fetcher.service.http import USER_AGENT, api_client, request_log
 
 CLIENT_ID = "mdb_sa_id_0123456789abcdef01234567"
 CLIENT_SECRET = "mdb_sa_sk_s3cr3t-0a1b2c3d4e5f"

@@ -21,12 +21,13 @@ import httpx
 import pytest
 import trustme
 
-from fetcher import storage, stream
+from fetcher import storage
+from fetcher.engine import stream
+from fetcher.engine.stream import BLOCK, BLOCKS
+from fetcher.engine.transfer import Download, PartResult, Source
 from fetcher.names import partial_name
 from fetcher.retry import RetryPolicy
 from fetcher.storage import HASH_BLOCK, HASH_BUFFERS, Destination
-from fetcher.stream import BLOCK, BLOCKS
-from fetcher.transfer import Download, PartResult, Source
 from tests.pullserver import Fault, PullServer
 from tests.support import Sleeps, enospc_after, sha1
 

@@ -20,11 +20,11 @@ import pytest
 from fetcher import cli
 from fetcher import fetch as fetch_module
 from fetcher import retry as retry_module
+from fetcher.engine.transfer import Download, Source
 from fetcher.names import partial_name, state_name
 from fetcher.redact import display_url
 from fetcher.retry import RetryPolicy
 from fetcher.storage import Destination
-from fetcher.transfer import Download, Source
 from tests.conftest import Atlas, fetch_args, job_entry, loud, run_cli
 from tests.pullserver import Fault, Resource, Served
 from tests.support import JOBS_PATH, Sleeps, enospc_after, make_archive, sha1

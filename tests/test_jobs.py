@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from fetcher.errors import ApiError
-from fetcher.jobs import parse_job, parse_v2_job, readiness
 from fetcher.redact import Redactor
+from fetcher.service.model import parse_job, parse_v2_job, readiness
 from tests.support import job_json
 
 NOW = datetime.now(UTC)

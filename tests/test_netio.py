@@ -1,4 +1,4 @@
-"""The pull client's connections read in bulk (fetcher.netio), over real local TLS servers."""
+"""The pull client's connections read in bulk (fetcher.engine.netio), over local TLS servers."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import pytest
 import trustme
 from pytest_httpserver import HTTPServer
 
-from fetcher import netio, stream
 from fetcher.config import Settings
-from fetcher.http import pull_client
+from fetcher.engine import netio, stream
+from fetcher.service.http import pull_client
 from fetcher.storage import Destination
 from tests.conftest import Atlas, fetch_args, manifest_doc, run_cli, server_context
 from tests.pullserver import PullServer

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fetcher.restoreset import Member, RestoreSet, judge
+from fetcher.checks.restoreset import Member, RestoreSet, judge
 
 SNAP = "Mon Jan 22 22:44:54 GMT 2018"
 ISO = "2018-01-22T22:44:54Z"

@@ -27,13 +27,13 @@ from click.testing import Result
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from fetcher.api import RateLimiter, RestoreJobsClient
 from fetcher.config import Credentials, Settings, load_credentials
 from fetcher.errors import ApiError, ConfigError
-from fetcher.http import api_client, tls_context
 from fetcher.names import MANIFEST_NAME, partial_name, state_name
 from fetcher.redact import MASK, Redactor, display_url, origin, printable
 from fetcher.retry import RetryPolicy
+from fetcher.service.client import RateLimiter, RestoreJobsClient
+from fetcher.service.http import api_client, tls_context
 from fetcher.storage import LOCK_NAME
 from tests.conftest import Atlas, fetch_args, run_cli, server_context
 from tests.pullserver import Fault, PullServer

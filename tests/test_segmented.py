@@ -16,14 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from fetcher.archive import ArchiveCheck
+from fetcher.checks.archive import ArchiveCheck
+from fetcher.engine.segmented import MultiDownload, Plan, merge, missing
+from fetcher.engine.transfer import Download, PartResult, Source
 from fetcher.errors import TransferError
 from fetcher.names import partial_name, state_name
 from fetcher.redact import display_url
 from fetcher.retry import RetryPolicy
-from fetcher.segmented import MultiDownload, Plan, merge, missing
 from fetcher.storage import Destination
-from fetcher.transfer import Download, PartResult, Source
 from tests.conftest import Atlas, fetch_args, loud, run_cli
 from tests.pullserver import Fault, PullServer
 from tests.support import (

@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from fetcher.engine.transfer import Download, PartResult, Source
 from fetcher.errors import DiskSpaceError, TransferError
 from fetcher.names import partial_name, state_name
 from fetcher.redact import display_url
 from fetcher.retry import RetryPolicy
 from fetcher.storage import Destination, SpaceGuard
-from fetcher.transfer import Download, PartResult, Source
 from tests.pullserver import Fault, PullServer, Resource
 from tests.support import Sleeps, enospc_after, make_archive, sha1
 

@@ -22,7 +22,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from fetcher.stream import direct_socket, drain
+from fetcher.engine.stream import direct_socket, drain
 
 # The most one read returns. h11 takes any amount, so this is not httpcore's 64 KiB: up to
 # four TLS records a read saved 40% of the time above, up to sixteen another quarter.
@@ -73,7 +73,7 @@ class Stream(httpcore.NetworkStream):
 
     def take_error(self) -> OSError | None:
         """The error met after the bytes the last read returned, for a caller that reads the
-        socket itself from here on (fetcher.stream.read_body): it is no longer kept here."""
+        socket itself from here on (fetcher.engine.stream.read_body): it is no longer kept here."""
         error, self._error = self._error, None
         return error
 

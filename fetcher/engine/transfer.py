@@ -15,12 +15,12 @@ from typing import Any, Protocol
 
 import httpx
 
-from fetcher.archive import ArchiveCheck, ArchiveReport
+from fetcher.checks.archive import ArchiveCheck, ArchiveReport
+from fetcher.engine.stream import BodyWriter, Write, content_length, read_body
 from fetcher.errors import DiskSpaceError, FetcherError, TransferError
 from fetcher.names import partial_name, state_name
 from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
 from fetcher.storage import Destination, SpaceGuard, hash_fd, io_error
-from fetcher.stream import BodyWriter, Write, content_length, read_body
 
 STATE_VERSION = 1
 PROGRESS_INTERVAL = 0.2  # seconds between progress reports
@@ -106,7 +106,7 @@ class PartState:
         if not isinstance(obj, dict) or obj.get("version") not in (STATE_VERSION, 2):
             return None
         prefix = None
-        if obj.get("version") == 2:  # fetcher.segmented's: finished ranges, [[start, end], ...]
+        if obj.get("version") == 2:  # segmented's: finished ranges, [[start, end], ...]
             done = obj.get("done")
             first = done[0] if isinstance(done, list) and done else [0, 0]
             if not (

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from fetcher.ring import Ring, Sink, Stage, feed
+from fetcher.engine.ring import Ring, Sink, Stage, feed
 
 # The body goes through a ring of BLOCKS buffers of BLOCK bytes (see BodyWriter): one socket fill,
 # one write and one hash update each. The ring is all a download holds, whatever the size.
@@ -170,7 +170,8 @@ def _read_socket(
     Same read timeout, and the same exceptions as httpx raises for a timeout, a failed read
     and a body cut short. What arrived is written as soon as the stream pauses, not only when
     a buffer fills, so a stalled or killed transfer keeps every byte it received. `error` is
-    one the connection met after the bytes read before this (see fetcher.netio): raised first.
+    one the connection met after the bytes read before this (see fetcher.engine.netio): raised
+    first.
     """
     timeout = request.extensions.get("timeout", {}).get("read")
     current: float | None = -1.0  # no timeout set on the socket by us yet

@@ -30,13 +30,9 @@ from typing import Any
 
 import httpx
 
-from fetcher.errors import TransferError
-from fetcher.names import partial_name, state_name
-from fetcher.retry import certificate_error, is_retryable_status, parse_retry_after
-from fetcher.ring import Ring, feed
-from fetcher.storage import HASH_BLOCK, HASH_BUFFERS
-from fetcher.stream import content_length
-from fetcher.transfer import (
+from fetcher.engine.ring import Ring, feed
+from fetcher.engine.stream import content_length
+from fetcher.engine.transfer import (
     MAX_ARCHIVE_BYTES,
     Download,
     PartResult,
@@ -45,6 +41,10 @@ from fetcher.transfer import (
     if_range,
     request_headers,
 )
+from fetcher.errors import TransferError
+from fetcher.names import partial_name, state_name
+from fetcher.retry import certificate_error, is_retryable_status, parse_retry_after
+from fetcher.storage import HASH_BLOCK, HASH_BUFFERS
 
 STATE_VERSION = 2
 MIN_PIECE = 8 * 1024 * 1024  # the ranges a download is cut into, at first

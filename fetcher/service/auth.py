@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 
-from fetcher.api import loads
 from fetcher.errors import ApiError, AuthError, ConfigError
 from fetcher.redact import MASK, Redactor, origin, printable
+from fetcher.service.client import loads
 
 TOKEN_PATH = "/api/oauth/token"  # noqa: S105 - a path, not a password
 MAX_TOKEN_BODY = 64 * 1024

@@ -15,12 +15,12 @@ import certifi
 import httpx
 
 from fetcher import __version__
-from fetcher.api import OriginDigestAuth
-from fetcher.auth import ServiceAccountAuth, token_url
 from fetcher.config import Auth, Credentials, Settings
+from fetcher.engine.netio import read_in_bulk
 from fetcher.errors import ConfigError
-from fetcher.netio import read_in_bulk
 from fetcher.redact import Redactor, display_url, origin
+from fetcher.service.auth import ServiceAccountAuth, token_url
+from fetcher.service.client import OriginDigestAuth
 
 Log = Callable[[str], None]
 # What a support log shows of each request and answer: the headers that drive resuming,
@@ -38,9 +38,9 @@ _RESPONSE_HEADERS = (
 )
 
 USER_AGENT = f"fetcher/{__version__}"
-# The pull client's connections are read in bulk (fetcher.netio): each read returns every TLS
+# The pull client's connections are read in bulk (fetcher.engine.netio): each read returns every TLS
 # record already received, up to 256 KiB, where httpcore's returns one (16 KiB at most). Most
-# of a single-connection body is read straight from the socket anyway (fetcher.stream); what
+# of a single-connection body is read straight from the socket anyway (fetcher.engine.stream); what
 # goes through httpx is response heads, the first piece of a body, chunked bodies and the
 # pieces of --connections, which must, so that their connection serves the next piece.
 
@@ -156,7 +156,7 @@ def api_client(
 def pull_client(settings: Settings, *, log: Log | None = None) -> httpx.Client:
     """The pull client: no credentials at all; a bearer, when needed, is set per request.
 
-    Its connections read in bulk (fetcher.netio): what --connections and chunked bodies
+    Its connections read in bulk (fetcher.engine.netio): what --connections and chunked bodies
     receive through httpx costs a fraction of the CPU over HTTPS.
     """
     client = httpx.Client(

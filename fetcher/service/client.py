@@ -13,11 +13,11 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
+from fetcher.engine.stream import content_length
 from fetcher.errors import ApiError, AuthError, NotFoundError
-from fetcher.jobs import RestoreJob, parse_job, parse_v2_job
 from fetcher.redact import origin, printable
 from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
-from fetcher.stream import content_length
+from fetcher.service.model import RestoreJob, parse_job, parse_v2_job
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PAGES = 1000

@@ -1,0 +1,1 @@
+"""The download engine: one archive over one or several connections, into a .part file."""

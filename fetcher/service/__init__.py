@@ -1,0 +1,1 @@
+"""The API side: HTTP clients, authentication, the restore-jobs client and its model."""
