@@ -240,10 +240,11 @@ def _connect(
     settings: Settings, profile: str | None, group: str | None, batch_id: str | None
 ) -> tuple[str, Any, RestoreJobsClient]:
     """The group, and the API's HTTP client and restore-jobs client, after the usage checks."""
-    from fetcher.service.client import is_v2
+    from fetcher.service.dialects import dialect_for
 
-    if batch_id and is_v2(settings.base_url):
-        raise click.UsageError(_NO_BATCHES)  # before any credentials are looked for
+    refusal = dialect_for(settings.base_url).no_batches
+    if batch_id and refusal:
+        raise click.UsageError(refusal)  # before any credentials are looked for
     group = _group(group, profile)
     return (group, *_api(settings, profile))
 
@@ -356,12 +357,6 @@ def list_command(
         click.echo(_shown(line))
 
 
-_NO_BATCHES = (
-    "Atlas Cloud Backup (an API root ending in /api/atlas/v2) has no batches: a sharded"
-    " restore is one job; give --job JOB-ID"
-)
-
-
 def _name_of(names: tuple[str, ...]) -> str:
     try:
         return choose_name(list(names))
@@ -464,7 +459,7 @@ def fetch_command(
     group, http, api = _connect(settings, profile, group, batch_id)
     # Atlas Cloud Backup's restore is one job with an archive per replica set: the job is
     # the batch, and the manifest judges its archives as one restore set.
-    batch_id = job_id if api.v2 else batch_id
+    batch_id = job_id if api.dialect.job_is_restore else batch_id
     target = Target(group=group, cluster=cluster, batch_id=batch_id, job_id=job_id, only=only)
     dest = dest or Path.cwd() / str(batch_id or job_id)
     reporter = TerminalReporter(

@@ -487,7 +487,7 @@ class Fetcher:
         )
         result = self._download(source, name, archive.sha1, fresh=False)
         attempts = result.attempts
-        expected = archive.sha1 or (self._late_sha1(item) if job.publishes_sha1 else None)
+        expected = archive.sha1 or (self._late_sha1(item) if archive.sha1_source == "late" else None)
         report = result.archive
         assert report is not None  # every download runs the archive check
         if expected is not None:
@@ -506,7 +506,7 @@ class Fetcher:
             report = result.archive
             assert report is not None
         part = partial_name(name)
-        if expected is None and not job.publishes_sha1 and report.passed:
+        if expected is None and archive.sha1_source == "none" and report.passed:
             # Atlas v2 publishes no SHA1: an archive that passes the check is the verified one,
             # and the SHA1 computed here is what later runs and `verify` compare with.
             return self._verified(item, name, result.sha1, result, attempts)
@@ -610,7 +610,11 @@ class Fetcher:
         failure: mf.Failure | None = None,
         result: PartResult | None = None,
     ) -> JobRecord:
-        info = item.job.record(item.archive)
+        info = item.job.info()
+        if item.archive.key != item.job.id:
+            info = {"jobId": item.job.id, **info}
+        if item.archive.replica_set is not None:
+            info = {"replicaSetName": item.archive.replica_set, **info}
         if name and not files:
             info["fileName"] = name
         record = JobRecord(

@@ -9,7 +9,9 @@ import pytest
 
 from fetcher.errors import ApiError
 from fetcher.redact import Redactor
-from fetcher.service.model import parse_job, parse_v2_job, readiness
+from fetcher.service.atlas_v2 import parse_job as parse_v2_job
+from fetcher.service.legacy import parse_job
+from fetcher.service.model import readiness
 from tests.support import job_json
 
 NOW = datetime.now(UTC)
@@ -102,7 +104,7 @@ def test_malformed_jobs_are_rejected(mutate: Any, message: str) -> None:
 
 
 def test_record_holds_what_an_operator_needs_and_no_secret() -> None:
-    record = parse_job(_job()).record()
+    record = parse_job(_job()).info()
     assert record["snapshotId"] and record["clusterId"] and record["created"]
     assert record["timestamp"] == {"date": "2026-11-28T09:00:00Z", "increment": 1}
     assert "TOKEN123456" not in str(record)
@@ -134,7 +136,7 @@ def test_v2_components_whose_links_share_a_file_name_are_named_by_replica_set() 
     assert [a.names[0] for a in job.archives] == ["c-shard-0.tar.gz", "c-config-0.tar.gz"]
     assert [a.key for a in job.archives] == [f"{job.id}:c-shard-0", f"{job.id}:c-config-0"]
     assert job.archives[0].display == "https://bucket.example/restore/c-shard-0/restore.tar.gz"
-    assert not job.publishes_sha1 and all(a.sha1 is None for a in job.archives)
+    assert all(a.sha1 is None and a.sha1_source == "none" for a in job.archives)
     assert readiness(job, NOW) == ("ready", "ready")
     assert readiness(job, NOW + timedelta(hours=2))[0] == "never"  # expiresAt is checked too
 

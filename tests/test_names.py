@@ -9,7 +9,7 @@ import pytest
 
 from fetcher.errors import UnsafeNameError
 from fetcher.names import MAX_NAME_BYTES, check_name, choose_name, partial_name, state_name
-from fetcher.service.model import parse_job
+from fetcher.service.legacy import parse_job
 from tests.support import job_json
 
 UNSAFE = [

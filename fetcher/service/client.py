@@ -9,7 +9,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin
 
 import httpx
 
@@ -17,20 +17,13 @@ from fetcher.engine.stream import content_length
 from fetcher.errors import ApiError, AuthError, NotFoundError
 from fetcher.redact import origin, printable
 from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
-from fetcher.service.model import RestoreJob, parse_job, parse_v2_job
+from fetcher.service.dialects import dialect_for
+from fetcher.service.model import RestoreJob
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PAGES = 1000
 MAX_REDIRECTS = 5
 ITEMS_PER_PAGE = 100  # the maximum every service accepts
-V2_PATH = "/api/atlas/v2"
-# The version date of the Cloud Backup restore-job resources; without it the API answers 406.
-V2_ACCEPT = "application/vnd.atlas.2023-01-01+json"
-
-
-def is_v2(base_url: str) -> bool:
-    """Whether an API root is the Atlas Admin API v2 (Cloud Backup), by its path."""
-    return urlsplit(base_url).path.rstrip("/").endswith(V2_PATH)
 
 
 class OriginDigestAuth(httpx.DigestAuth):
@@ -83,9 +76,8 @@ class RateLimiter:
 class RestoreJobsClient:
     """Reads restore jobs; `http` must be a client whose only credentials are for this API.
 
-    The API root says which dialect it speaks: `/api/atlas/v2` is Atlas Cloud Backup's
-    (versioned Accept, `/backup/restoreJobs`, one job per restore); any other root is the
-    legacy restore-jobs API (Atlas v1.0, Cloud Manager, Ops Manager). Both give RestoreJobs.
+    The API root says which dialect it speaks (fetcher.service.dialects): its paths, its
+    media type, whether it has batches and how its jobs parse. Both give RestoreJobs.
     """
 
     def __init__(
@@ -101,8 +93,7 @@ class RestoreJobsClient:
         self._http = http
         self._base = base_url.rstrip("/")
         self._origin = origin(self._base)
-        self.v2 = is_v2(self._base)
-        self._accept = V2_ACCEPT if self.v2 else "application/json"
+        self.dialect = dialect_for(self._base)
         self._policy = policy or RetryPolicy()
         self._limiter = limiter or RateLimiter()
         self._max_body = max_body
@@ -113,20 +104,20 @@ class RestoreJobsClient:
     def jobs_url(self, group: str, cluster: str, job_id: str | None = None) -> str:
         """Return the restoreJobs URL of a cluster, or of one of its jobs."""
         url = f"{self._base}/groups/{quote(group, safe='')}/clusters/{quote(cluster, safe='')}"
-        url += "/backup/restoreJobs" if self.v2 else "/restoreJobs"
+        url += f"/{self.dialect.jobs_path}"
         return f"{url}/{quote(job_id, safe='')}" if job_id else url
 
     def list_jobs(self, group: str, cluster: str, batch_id: str | None = None) -> list[RestoreJob]:
         """Return every job of the cluster (or of one batch), following every page."""
         params: dict[str, str] = {"itemsPerPage": str(ITEMS_PER_PAGE), "pageNum": "1"}
-        if batch_id and self.v2:
-            raise ApiError("Atlas Cloud Backup (API v2) has no batches: give the job's id")
+        if batch_id and self.dialect.no_batches:
+            raise ApiError(self.dialect.no_batches)
         if batch_id:
             params["batchId"] = batch_id
         jobs: dict[str, RestoreJob] = {}
         for page in self._pages(self.jobs_url(group, cluster), params):
             for item in page:
-                job = self._parse(item, group, cluster)
+                job = self.dialect.parse(item, group, cluster)
                 # The server may ignore the filter: keep only what was asked for.
                 if batch_id is None or job.batch_id == batch_id:
                     jobs.setdefault(job.id, job)
@@ -135,15 +126,10 @@ class RestoreJobsClient:
     def get_job(self, group: str, cluster: str, job_id: str) -> RestoreJob:
         """Return one job, as the API describes it now."""
         body = self._get_json(self.jobs_url(group, cluster, job_id), None)
-        job = self._parse(body, group, cluster)
+        job = self.dialect.parse(body, group, cluster)
         if job.id != job_id:
             raise ApiError(f"unexpected API response: asked for job {job_id}, got {job.id}")
         return job
-
-    def _parse(self, obj: object, group: str, cluster: str) -> RestoreJob:
-        if self.v2:
-            return parse_v2_job(obj, group=group, cluster=cluster)
-        return parse_job(obj)
 
     def _pages(self, url: str, params: dict[str, str] | None) -> Iterator[list[Any]]:
         seen: set[str] = set()
@@ -238,7 +224,7 @@ class RestoreJobsClient:
                     url,
                     params=params,
                     # gzip only: _decode_capped knows how to bound it.
-                    headers={"Accept": self._accept, "Accept-Encoding": "gzip"},
+                    headers={"Accept": self.dialect.accept, "Accept-Encoding": "gzip"},
                 )
             except httpx.InvalidURL:
                 raise ApiError("the API sent a link that is not a valid URL") from None
