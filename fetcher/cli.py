@@ -558,10 +558,10 @@ def _show_readiness(manifest: Manifest, where: Path, *, out: TextIO, quiet: bool
     else:
         lines.append(manifest.verdict(restore_set))
         lines += [f"  - {problem}" for problem in restore_set.problems]
-        for job in manifest.missing_jobs:
-            name = job.files[0].name if job.files else job.info.get("fileName")
-            label = f"job {job.id}" + (f" ({name})" if name else "")
-            lines.append(f"  - missing: {label}: {job.outcome}: {job.reason}")
+        for job, file in manifest.missing_archives:
+            label = f"job {job.id}" + (f" ({file.name})" if file else "")
+            what = file or job
+            lines.append(f"  - missing: {label}: {what.outcome}: {what.reason}")
         for job_id in manifest.absent_ids:
             lines.append(f"  - missing: job {job_id}: in no manifest (fetched by no host)")
     for line in lines:
@@ -601,13 +601,13 @@ def verify_command(directories: tuple[Path, ...], deep: bool, as_json: bool, qui
         listed = "; ".join(f"{d}: batch {m.batch_id} of {m.cluster}" for d, m, _ in parts)
         raise ManifestError(f"the DIRs hold manifests of different batches ({listed})")
     manifest = mf.combine([m for _, m, _ in parts]) if len(parts) > 1 else parts[0][1]
-    # An entry that stood for a whole job gave way to entries for its archives: not checked.
-    ids = {job.id for job in manifest.jobs}
-    checks = [c for _, _, found in parts for c in found if c.job_id in ids]
-    verified = {c.job_id for c in checks if c.status == "ok"}
-    # A job verified in one DIR is the batch's, whatever another DIR says of it.
-    checks = [c for c in checks if c.status != "not verified" or c.job_id not in verified]
-    nowhere = [i for i in manifest.absent_ids if i not in verified]
+    # A job with no archive known in one DIR gave way to its archives in another.
+    with_files = {job.id for job in manifest.jobs if job.files}
+    checks = [c for _, _, found in parts for c in found if c.name or c.job_id not in with_files]
+    verified = {(c.job_id, c.name) for c in checks if c.status == "ok"}
+    # An archive verified in one DIR is the batch's, whatever another DIR says of it.
+    checks = [c for c in checks if c.status != "not verified" or (c.job_id, c.name) not in verified]
+    nowhere = [i for i in manifest.absent_ids if i not in {j for j, _ in verified}]
     restore_set = manifest.restore_set
     problems = len(restore_set.problems) if restore_set else 0
     code = verify_exit_code(checks, problems=problems + len(nowhere))
@@ -800,15 +800,15 @@ def _move(bar: tqdm[Any] | None, done: int, total: int | None) -> None:
 
 
 def _line(record: JobRecord) -> str:
-    if record.files:
-        f = record.files[0]
-        extra = f", {record.attempts} attempts" if record.attempts > 1 else ""
-        if record.resumed_bytes:
-            extra += f", {_size(record.resumed_bytes)} resumed"
+    """One archive's outcome (a job's, while its archives are not known)."""
+    f = record.files[0] if record.files else None
+    if f is not None and f.size is not None and f.sha1 is not None:
+        extra = f", {f.attempts} attempts" if f.attempts > 1 else ""
+        if f.resumed_bytes:
+            extra += f", {_size(f.resumed_bytes)} resumed"
         what = f"{f.name}  {_size(f.size)}  sha1 {f.sha1}"
-        return f"{record.outcome:<10} {what}  ({record.reason}{extra})"
-    name = record.info.get("fileName")
-    label = f"job {record.id}" + (f" ({name})" if name else "")
+        return f"{f.outcome:<10} {what}  ({f.reason}{extra})"
+    label = f"job {record.id}" + (f" ({f.name})" if f else "")
     return f"{record.outcome:<10} {label}: {record.reason}"
 
 

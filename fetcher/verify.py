@@ -62,12 +62,16 @@ def verify(
     """
     checks = []
     for job in manifest.jobs:
-        # A failed-integrity job keeps the files it had: they are checked, and found changed.
-        if not job.files or (job.outcome != "verified" and job.failure != "integrity"):
+        if not job.files:
             checks.append(Check(job.id, "", "not verified", f"{job.outcome}: {job.reason}"))
-            continue
         for record in job.files:
-            checks.append(_check_file(dest, job.id, record, deep=deep, progress=progress))
+            # An archive that failed its integrity check under its final name keeps its
+            # bytes on record: it is checked, and found changed or damaged.
+            if record.on_disk and (record.outcome == "verified" or record.failure == "integrity"):
+                checks.append(_check_file(dest, job.id, record, deep=deep, progress=progress))
+            else:
+                detail = f"{record.outcome}: {record.reason}"
+                checks.append(Check(job.id, record.name, "not verified", detail))
     return checks
 
 
@@ -118,8 +122,7 @@ def with_reports(manifest: Manifest, checks: list[Check]) -> Manifest:
 
 def _rechecked(record: FileRecord, report: ArchiveReport) -> FileRecord:
     """A record with what the check found; a replica set name the API gave stays."""
-    kept = record.replica_set if record.archive_check == "passed" else None
-    return FileRecord.checked(record.name, record.size, record.sha1, report, replica_set=kept)
+    return record.with_check(report)
 
 
 def verify_exit_code(checks: list[Check], *, problems: int = 0) -> int:

@@ -1,0 +1,141 @@
+"""Reading manifest documents, of this version and of version 1, checking every field."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from fetcher.errors import UnsafeNameError
+from fetcher.manifest.document import MANIFEST_VERSION, Manifest, merge
+from fetcher.manifest.records import OUTCOMES, Failure, FileRecord, JobRecord, Outcome
+from fetcher.names import check_name
+
+# What a reader of a document may meet; everything else in a job entry is the job's info.
+_JOB_KEYS = {"id", "outcome", "reason", "failure", "files", "attempts", "resumedBytes"}
+ERRORS = (KeyError, TypeError, ValueError, UnsafeNameError)
+
+
+def parse(doc: Any) -> Manifest:
+    """Build a Manifest from its JSON document (version 2, or 1 brought up to 2)."""
+    if not isinstance(doc, dict) or doc.get("manifestVersion") not in (1, MANIFEST_VERSION):
+        raise ValueError(f"manifestVersion is neither 1 nor {MANIFEST_VERSION}")
+    parse_job = parse_job_v1 if doc["manifestVersion"] == 1 else parse_job_v2
+    batch = doc.get("batchId")
+    head = Manifest(
+        group_id=_text(doc["groupId"]),
+        cluster=_text(doc["cluster"]),
+        batch_id=_text(batch) if batch is not None else None,
+        updated=_text(doc.get("updated", "")),
+        selection=tuple(_text(p) for p in _strings(doc.get("selection", []))),
+    )
+    jobs = [parse_job(entry) for entry in _list(doc["jobs"])]
+    # Version 1 listed a job of several archives as one entry per archive, and its batch
+    # by those entries' ids ("JOB-ID:REPLICA-SET"): one job each here.
+    batch_ids = {_text(i).partition(":")[0] for i in _strings(doc.get("batchJobIds", []))}
+    return merge(None, replace(head, jobs=tuple(jobs), batch_job_ids=tuple(sorted(batch_ids))))
+
+
+def parse_job_v2(entry: dict[str, Any]) -> JobRecord:
+    """One jobs[] entry of a version-2 manifest."""
+    files = tuple(_file(f, **_outcome(f)) for f in _list(entry["files"]))
+    info = {k: v for k, v in entry.items() if k not in _JOB_KEYS}
+    return JobRecord.of(_text(entry["id"]), files, info=info, **_outcome(entry))
+
+
+def parse_job_v1(entry: dict[str, Any]) -> JobRecord:
+    """One jobs[] entry of a version-1 manifest: the outcome was the entry's, not its files'.
+
+    An entry for one of a job's several archives had the id "JOB-ID:REPLICA-SET" and named
+    its job in `jobId` and its replica set in `replicaSetName`; an entry with no files named
+    its archive in `fileName`.
+    """
+    outcome = _outcome(entry)
+    counts: dict[str, Any] = {"attempts": _size(entry.get("attempts", 0))}
+    counts["resumed_bytes"] = _size(entry.get("resumedBytes", 0))
+    info = {k: v for k, v in entry.items() if k not in _JOB_KEYS}
+    job_id = _text(info.pop("jobId", entry["id"]))
+    api_set = info.pop("replicaSetName", None)
+    file_name = info.pop("fileName", None)
+    files = [_file(f, **outcome, **counts) for f in _list(entry["files"])]
+    if not files and file_name is not None:
+        files = [FileRecord(check_name(_text(file_name)), **outcome, **counts)]
+    if api_set is not None:
+        files = [_with_set(f, _text(api_set)) for f in files]
+    return JobRecord.of(job_id, files, info=info, **outcome)
+
+
+def _with_set(record: FileRecord, replica_set: str) -> FileRecord:
+    return replace(record, replica_set=record.replica_set or replica_set)
+
+
+def _outcome(entry: dict[str, Any]) -> dict[str, Any]:
+    outcome = entry["outcome"]
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    failure = entry.get("failure")
+    found: Outcome = outcome
+    fail: Failure | None = failure if failure in ("integrity", "error") else None
+    return {"outcome": found, "reason": _text(entry.get("reason", "")), "failure": fail}
+
+
+def _file(obj: dict[str, Any], **given: Any) -> FileRecord:
+    """One files[] entry; the archive-check fields are absent from older manifests."""
+    size, sha1 = obj.get("size"), obj.get("sha1")
+    if (size is None) != (sha1 is None):
+        raise ValueError("a file has a size without a sha1, or a sha1 without a size")
+    if "attempts" in obj or "resumedBytes" in obj:  # version 2: counted per archive
+        given.update(
+            attempts=_size(obj.get("attempts", 0)), resumed_bytes=_size(obj.get("resumedBytes", 0))
+        )
+    check = obj.get("archiveCheck")
+    if check not in (None, "passed", "failed"):
+        raise ValueError(f"unknown archiveCheck {check!r}")
+    info = obj.get("restoreInfo")
+    if info is not None and not (
+        isinstance(info, dict) and all(isinstance(v, str) for v in info.values())
+    ):
+        raise TypeError("restoreInfo is not an object of strings")
+    replica_set, problem = obj.get("replicaSet"), obj.get("archiveProblem")
+    content = obj.get("contentBytes")
+    return FileRecord(
+        name=check_name(_text(obj["name"])),
+        size=_size(size) if size is not None else None,
+        sha1=_sha1(sha1) if sha1 is not None else None,
+        archive_check=check,
+        problem=_text(problem) if problem is not None else None,
+        replica_set=_text(replica_set) if replica_set is not None else None,
+        restore_info=info if check == "passed" else None,
+        content_bytes=(_size(content) if content is not None else 0) if check == "passed" else None,
+        **given,
+    )
+
+
+def _strings(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError("expected a list of strings")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise TypeError("expected a list of objects")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _size(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("expected a non-negative integer")
+    return value
+
+
+def _sha1(value: Any) -> str:
+    text = _text(value)
+    if len(text) != 40 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError("a sha1 is not 40 lower-case hex digits")
+    return text

@@ -1,0 +1,182 @@
+"""What a fetch found for each archive, and for each job as the worst of its archives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, get_args
+
+from fetcher.checks.archive import ArchiveReport
+from fetcher.errors import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTEGRITY, EXIT_OK
+
+Outcome = Literal["verified", "skipped", "failed", "unverified"]
+Failure = Literal["integrity", "error"]
+ArchiveCheck = Literal["passed", "failed"]
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
+# How far an outcome is from a restorable archive: a job is as far as its worst archive.
+_RANK: dict[str, int] = {"verified": 0, "unverified": 1, "skipped": 2, "failed": 3}
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One archive of a job: what it came to, and, once checked, what is in it.
+
+    `size` and `sha1` are those of the bytes under `name` in DIR: set only when the archive
+    is there under its final name (verified, or found changed or damaged since).
+    """
+
+    name: str
+    outcome: Outcome = "verified"
+    reason: str = ""
+    size: int | None = None
+    sha1: str | None = None
+    failure: Failure | None = None
+    attempts: int = 0
+    resumed_bytes: int = 0
+    archive_check: ArchiveCheck | None = None  # None: not checked (an older fetcher)
+    problem: str | None = None  # what a failed archive check found
+    replica_set: str | None = None  # the API's name for it, else restoreInfo.txt's
+    restore_info: dict[str, str] | None = None  # every "Key: value" line of restoreInfo.txt
+    content_bytes: int | None = None  # the disk its regular files need unpacked
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether bytes under `name` are recorded, for verify to check again."""
+        return self.sha1 is not None and self.size is not None
+
+    def with_check(self, report: ArchiveReport | None) -> FileRecord:
+        """This record with what the archive check found (the API's replica set name stays)."""
+        if report is None:
+            return self
+        if not report.passed:
+            return replace(self, archive_check="failed", problem=report.problem)
+        return replace(
+            self,
+            archive_check="passed",
+            problem=None,
+            replica_set=self.replica_set or report.replica_set,
+            restore_info=report.restore_info,
+            content_bytes=report.content_bytes,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the manifest entry of this archive."""
+        entry: dict[str, Any] = {"name": self.name, "outcome": self.outcome}
+        entry["reason"] = self.reason
+        if self.failure:
+            entry["failure"] = self.failure
+        if self.on_disk:
+            entry.update(size=self.size, sha1=self.sha1)
+        entry.update(attempts=self.attempts, resumedBytes=self.resumed_bytes)
+        if self.archive_check is not None:
+            entry["archiveCheck"] = self.archive_check
+        if self.archive_check == "failed":
+            entry["archiveProblem"] = self.problem
+        if self.archive_check == "passed" or self.replica_set is not None:
+            entry["replicaSet"] = self.replica_set
+        if self.archive_check == "passed":
+            entry.update(restoreInfo=self.restore_info, contentBytes=self.content_bytes)
+        return entry
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One restore job: its archives, and the worst of their outcomes.
+
+    A job whose archives are not known yet (not ready, say) has none, and an outcome and a
+    reason of its own.
+    """
+
+    id: str
+    outcome: Outcome
+    reason: str
+    files: tuple[FileRecord, ...] = ()
+    failure: Failure | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # the job's own fields (no secrets)
+
+    @classmethod
+    def of(
+        cls,
+        job_id: str,
+        files: tuple[FileRecord, ...] | list[FileRecord],
+        *,
+        info: dict[str, Any],
+        outcome: Outcome = "skipped",
+        reason: str = "",
+        failure: Failure | None = None,
+    ) -> JobRecord:
+        """A job's record: from its archives when it has any, else the outcome given."""
+        files = tuple(sorted(files, key=lambda f: f.name))
+        if not files:
+            return cls(job_id, outcome, reason, (), failure, info)
+        worst = max(files, key=lambda f: _RANK[f.outcome])
+        failures = {f.failure for f in files}
+        failure = (
+            "integrity" if "integrity" in failures else "error" if "error" in failures else None
+        )
+        return cls(job_id, worst.outcome, _summary(files, worst), files, failure, info)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the manifest entry of this job."""
+        entry: dict[str, Any] = {"id": self.id, "outcome": self.outcome, "reason": self.reason}
+        if self.failure:
+            entry["failure"] = self.failure
+        entry["files"] = [f.to_json() for f in self.files]
+        entry.update(self.info)
+        return entry
+
+
+def _summary(files: tuple[FileRecord, ...], worst: FileRecord) -> str:
+    """The job's reason: its one archive's, or how many came to what and the worst one's."""
+    if len(files) == 1:
+        return worst.reason
+    counts = {o: sum(1 for f in files if f.outcome == o) for o in OUTCOMES}
+    text = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
+    return text if worst.outcome == "verified" else f"{text}; {worst.name}: {worst.reason}"
+
+
+def merge_job(old: JobRecord, new: JobRecord) -> JobRecord:
+    """An earlier record of a job updated by a later one: the later wins for the archives it
+    names; the earlier one's other archives stay (another --only, or a job listed without
+    its archives once its links are gone)."""
+    files = {f.name: f for f in old.files} | {f.name: f for f in new.files}
+    info = {**old.info, **new.info}
+    return JobRecord.of(
+        new.id,
+        list(files.values()),
+        info=info,
+        outcome=new.outcome,
+        reason=new.reason,
+        failure=new.failure,
+    )
+
+
+def combine_job(a: JobRecord, b: JobRecord) -> JobRecord:
+    """Two hosts' records of one job: an archive counts where it was verified."""
+    files = {f.name: f for f in a.files}
+    for f in b.files:
+        if f.name not in files or (f.outcome == "verified" != files[f.name].outcome):
+            files[f.name] = f
+    if not files and b.outcome == "verified" != a.outcome:
+        a = b
+    return JobRecord.of(
+        a.id,
+        list(files.values()),
+        info={**b.info, **a.info},
+        outcome=a.outcome,
+        reason=a.reason,
+        failure=a.failure,
+    )
+
+
+def exit_code(jobs: tuple[JobRecord, ...] | list[JobRecord], *, problems: int = 0) -> int:
+    """Map outcomes to the process status: integrity (4) over error (1) over incomplete (3).
+
+    Problems of the restore set (two archives for one replica set, ...) are incomplete too.
+    """
+    if any(j.failure == "integrity" for j in jobs):
+        return EXIT_INTEGRITY
+    if any(j.outcome == "failed" for j in jobs):
+        return EXIT_ERROR
+    if not jobs or problems or any(j.outcome != "verified" for j in jobs):
+        return EXIT_INCOMPLETE
+    return EXIT_OK
