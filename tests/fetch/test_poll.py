@@ -1,8 +1,8 @@
-"""fetcher.poll: --wait's loop on a fake clock, and the status line it reports."""
+"""fetcher.fetch.poll: --wait's loop on a fake clock, and the status line it reports."""
 
 from __future__ import annotations
 
-from fetcher.poll import WaitPolicy, WaitStatus, poll
+from fetcher.fetch.poll import WaitPolicy, WaitStatus, poll
 from fetcher.service.model import Archive, Delivery, RestoreJob
 
 

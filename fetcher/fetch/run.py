@@ -1,95 +1,36 @@
-"""Fetch a batch: decide per job, download what is ready, verify, and record the outcome."""
+"""The orchestration of a fetch: list, decide per archive, download, verify, record."""
 
 from __future__ import annotations
 
-import fnmatch
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Literal, Protocol
 
 import httpx
 
 from fetcher import manifest as mf
 from fetcher.checks.archive import ArchiveCheck, ArchiveReport
-from fetcher.claims import NameClaims
 from fetcher.engine.segmented import MultiDownload
-from fetcher.engine.transfer import Download, PartResult, Progress, Source, commit, discard
+from fetcher.engine.transfer import Download, PartResult, Source, commit, discard
 from fetcher.errors import FetcherError, NotFoundError, UnsafeNameError
+from fetcher.fetch import ondisk
+from fetcher.fetch.claims import NameClaims
+from fetcher.fetch.outcome import Decision, Found, decide
+from fetcher.fetch.poll import WaitPolicy, poll
+from fetcher.fetch.target import Item, Reporter, Target
 from fetcher.manifest import FileRecord, JobRecord, Manifest
-from fetcher.names import choose_name, partial_name
-from fetcher.outcome import Decision, Found, damaged, decide
-from fetcher.poll import WaitPolicy, WaitStatus, poll
+from fetcher.names import choose_name
 from fetcher.redact import Redactor
 from fetcher.retry import RetryPolicy
 from fetcher.service.client import RestoreJobsClient
 from fetcher.service.model import Archive, Readiness, RestoreJob, readiness
 from fetcher.storage import Destination, SpaceGuard
-from fetcher.verify import examine
 
-__all__ = ["Fetcher", "Item", "Reporter", "Target", "WaitPolicy", "WaitStatus"]
-
-OnDisk = Literal["verified", "changed", "absent"]
 DEFAULT_CONNECTIONS = 4  # per archive, where ranged requests cost nothing
 COUNTED_BELOW = 1000  # a link allowing fewer downloads than this gets one connection
-
-
-@dataclass(frozen=True)
-class Target:
-    """What to fetch: a batch, or one job."""
-
-    group: str
-    cluster: str
-    batch_id: str | None = None
-    job_id: str | None = None
-    only: tuple[str, ...] = ()  # shell patterns on archive names; empty: every job
-
-    def selects(self, name: str | None, replica_set: str | None = None) -> bool | None:
-        """Whether an archive is this host's to fetch (fetch --only): by its file name, or by
-        the replica set the API names it for. None while neither matches and the name is not
-        known yet (it may still match)."""
-        if not self.only:
-            return True
-        known = [n for n in (name, replica_set) if n]
-        if any(fnmatch.fnmatchcase(n, p) for n in known for p in self.only):
-            return True
-        return False if name is not None else None
-
-
-@dataclass(frozen=True)
-class Item:
-    """One archive of one job: the unit that is fetched, verified and recorded."""
-
-    job: RestoreJob
-    archive: Archive
-
-    @property
-    def key(self) -> str:
-        """The manifest entry's id: the job's, or the job's and the archive's."""
-        return self.archive.key
-
-
-class Reporter(Protocol):
-    """What the CLI (or any caller) hears while a fetch runs; called from worker threads."""
-
-    def progress(self, name: str) -> Progress:
-        """Return the progress callback for one archive."""
-
-    def finished(self, record: JobRecord) -> None:
-        """Hear that an archive reached its outcome: a job's record with that archive alone
-        (or none, for a job whose archives are not known yet)."""
-
-    def note(self, text: str) -> None:
-        """Hear a remark worth showing (a rebuilt manifest, a restart)."""
-
-    def remark(self, text: str) -> None:
-        """Hear a remark of interest only to whoever watches (--quiet drops it)."""
-
-    def waiting(self, status: WaitStatus | None) -> None:
-        """Hear what --wait waits for before each poll; None once it waits no more."""
 
 
 class Fetcher:
@@ -326,7 +267,7 @@ class Fetcher:
 
     # -- archives already on disk ----------------------------------------------------------
 
-    def _on_disk(self, item: Item, name: str) -> OnDisk:
+    def _on_disk(self, item: Item, name: str) -> ondisk.OnDisk:
         """Check a final-named archive: still verified, changed since, or not there to check."""
         expected = item.archive.sha1 or self._old_file(item, name)[0]
         if expected is None or not self._dest.exists(name):
@@ -339,82 +280,37 @@ class Fetcher:
             done += n
             update(done, None)
 
-        seen = examine(self._dest, name, progress=advance)
-        if seen is None:
-            return "absent"
-        if seen.sha1 != expected:
-            return "changed"
-        report = seen.report
-        assert report is not None
-        if not report.passed:  # verified by an older fetcher, which had no archive check
-            reason = damaged(report.problem, where=name)
-            record = self._record(
-                item,
-                "failed",
-                reason,
-                name=name,
-                failure="integrity",
-                size=seen.size,
-                sha1=expected,
-                report=report,
-            )
-        else:
-            record = self._record(
-                item,
-                "verified",
-                "already verified on disk",
-                name=name,
-                size=seen.size,
-                sha1=expected,
-                report=report,
-            )
-        self._finish(item, record)
-        return "verified"
+        found, seen = ondisk.recheck(self._dest, name, expected, progress=advance)
+        if seen is not None:
+            self._finish(item, self._seen(item, name, seen))
+        return found
 
     def _changed_on_disk(self, item: Item, name: str, why_not: str) -> JobRecord:
-        """An archive that no longer matches its SHA1 and cannot be fetched again is corrupt."""
         expected, size = self._old_file(item, name)
         expected = item.archive.sha1 or expected
         assert expected is not None
         if size is None:
             size = self._dest.size(name) or 0
-        reason = (
-            f"{name} no longer matches its SHA1 {expected} and cannot be downloaded again"
-            f" ({why_not})"
-        )
-        return self._record(
-            item, "failed", reason, name=name, failure="integrity", size=size, sha1=expected
-        )
+        return self._seen(item, name, ondisk.changed(name, expected, size, why_not))
 
     def _kept_part_verifies(self, item: Item, name: str) -> bool:
-        """A complete partial file kept for want of a SHA1 can be verified with no link at all."""
-        part = partial_name(name)
         expected = item.archive.sha1
-        if expected is None or not self._dest.exists(part):
-            return False
-        seen = examine(self._dest, part)
-        if seen is None or seen.sha1 != expected:
-            return False  # incomplete or stale: it stays for a resume while the link allows
-        report = seen.report
-        assert report is not None
-        if not report.passed:
-            reason = damaged(report.problem, where=part)
-            record = self._record(
-                item, "failed", reason, name=name, failure="integrity", report=report
-            )
-        else:
-            commit(self._dest, name)
-            record = self._record(
-                item,
-                "verified",
-                "verified the bytes kept earlier",
-                name=name,
-                size=seen.size,
-                sha1=expected,
-                report=report,
-            )
-        self._finish(item, record)
-        return True
+        seen = ondisk.finish_kept_part(self._dest, name, expected) if expected else None
+        if seen is not None:
+            self._finish(item, self._seen(item, name, seen))
+        return seen is not None
+
+    def _seen(self, item: Item, name: str, seen: ondisk.Seen) -> JobRecord:
+        return self._record(
+            item,
+            seen.outcome,
+            seen.reason,
+            name=name,
+            failure=seen.failure,
+            size=seen.size,
+            sha1=seen.sha1,
+            report=seen.report,
+        )
 
     def _old_file(self, item: Item, name: str) -> tuple[str | None, int | None]:
         """The SHA1 and size an earlier run recorded for this archive's bytes, if any."""

@@ -1,4 +1,4 @@
-"""fetcher.outcome: the per-archive decision, as a table of cases."""
+"""fetcher.fetch.outcome: the per-archive decision, as a table of cases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from fetcher.outcome import Action, Found, decide
+from fetcher.fetch.outcome import Action, Found, decide
 from fetcher.service.model import Sha1Source
 
 NAME = "Cluster0-shard-0.tar.gz"

@@ -1,8 +1,8 @@
-"""fetcher.claims: one archive a file name."""
+"""fetcher.fetch.claims: one archive a file name."""
 
 from __future__ import annotations
 
-from fetcher.claims import NameClaims
+from fetcher.fetch.claims import NameClaims
 
 
 def test_a_name_is_held_by_the_first_archive_until_released() -> None:
