@@ -20,11 +20,9 @@ def parse(doc: Any) -> Manifest:
     if not isinstance(doc, dict) or doc.get("manifestVersion") not in (1, MANIFEST_VERSION):
         raise ValueError(f"manifestVersion is neither 1 nor {MANIFEST_VERSION}")
     parse_job = parse_job_v1 if doc["manifestVersion"] == 1 else parse_job_v2
-    batch = doc.get("batchId")
-    head = Manifest(
-        group_id=_text(doc["groupId"]),
-        cluster=_text(doc["cluster"]),
-        batch_id=_text(batch) if batch is not None else None,
+    manifest = head(doc)
+    manifest = replace(
+        manifest,
         updated=_text(doc.get("updated", "")),
         selection=tuple(_text(p) for p in _strings(doc.get("selection", []))),
     )
@@ -32,7 +30,17 @@ def parse(doc: Any) -> Manifest:
     # Version 1 listed a job of several archives as one entry per archive, and its batch
     # by those entries' ids ("JOB-ID:REPLICA-SET"): one job each here.
     batch_ids = {_text(i).partition(":")[0] for i in _strings(doc.get("batchJobIds", []))}
-    return merge(None, replace(head, jobs=tuple(jobs), batch_job_ids=tuple(sorted(batch_ids))))
+    return merge(None, replace(manifest, jobs=tuple(jobs), batch_job_ids=tuple(sorted(batch_ids))))
+
+
+def head(doc: dict[str, Any]) -> Manifest:
+    """What a document (a manifest, or a journal's first line) is of, with no jobs yet."""
+    batch = doc.get("batchId")
+    return Manifest(
+        group_id=_text(doc["groupId"]),
+        cluster=_text(doc["cluster"]),
+        batch_id=_text(batch) if batch is not None else None,
+    )
 
 
 def parse_job_v2(entry: dict[str, Any]) -> JobRecord:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fetcher.errors import FetcherError, ManifestError
+from fetcher.manifest import codec
 from fetcher.manifest.codec import ERRORS, parse, parse_job_v1, parse_job_v2
 from fetcher.manifest.document import Manifest, merge
 from fetcher.manifest.records import JobRecord
@@ -125,12 +126,7 @@ def _load_journal(dest: Destination) -> Manifest | None:
     # A journal that an older fetcher left (version 1) holds that version's entries.
     parse_job = parse_job_v1 if head["journalVersion"] == 1 else parse_job_v2
     try:
-        batch = head.get("batchId")
-        journal = Manifest(
-            group_id=_string(head["groupId"]),
-            cluster=_string(head["cluster"]),
-            batch_id=_string(batch) if batch is not None else None,
-        )
+        journal = codec.head(head)
     except (KeyError, TypeError) as exc:
         raise ManifestError(
             f"{dest.path / JOURNAL_NAME} is not a fetcher journal ({exc})"
@@ -180,12 +176,6 @@ def _json_line(line: bytes) -> Any:
         return json.loads(line) if line.strip() else None
     except (ValueError, RecursionError):
         return None
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("expected a string")
-    return value
 
 
 def _short(exc: Exception) -> str:
