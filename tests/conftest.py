@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import ssl
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 from click.testing import CliRunner, Result
@@ -17,17 +19,25 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from fetcher.cli import main
-from tests.atlasv2 import AtlasV2
-from tests.pullserver import PullServer
+from fetcher.storage import Destination
+from tests.atlasv2 import CLIENT_ID, CLIENT_SECRET, CLUSTER_V2, AtlasV2, V2Job
+from tests.pullserver import Fault, PullServer
 from tests.support import (
     API_ROOT,
     BATCH,
+    BEARER,
     CLUSTER,
+    CONFIG,
+    DOCUMENTED_EXAMPLE,
     GROUP,
+    HOST_SHARDS,
     JOBS_PATH,
     PRIVATE_KEY,
     PUBLIC_KEY,
+    SHARDS,
+    SIGNATURE,
     DigestGate,
+    KiB,
     job_json,
     make_archive,
     new_id,
@@ -259,3 +269,183 @@ def job_entry(dest: Path, job: dict[str, Any]) -> dict[str, Any]:
     """The manifest entry of a job."""
     found: dict[str, Any] = next(j for j in manifest_doc(dest)["jobs"] if j["id"] == job["id"])
     return found
+
+
+# -- shared by several test modules (one definition each) --------------------------------------
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    """The pull client the download engine's tests hand to Download."""
+    with httpx.Client(timeout=10.0) as c:
+        yield c
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Iterator[Destination]:
+    """DIR (tmp_path/out), opened and locked as a fetch holds it."""
+    with Destination(tmp_path / "out") as d:
+        yield d
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask, under which an unspecified mode would leave files world-readable."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
+    """Make directories read-only (mode 0555) for the test, and writable again after it."""
+    made: list[Path] = []
+
+    def make(path: Path) -> None:
+        path.chmod(0o555)
+        made.append(path)
+
+    yield make
+    for path in made:
+        path.chmod(0o755)
+
+
+@pytest.fixture
+def other() -> Iterator[PullServer]:
+    """A second host: where a redirect or a next link would take credentials."""
+    server = PullServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def documented(httpserver: HTTPServer) -> dict[str, Any]:
+    """Serve the example of MongoDB's "Get All Restore Jobs" page as it is written."""
+    body = DOCUMENTED_EXAMPLE.read_bytes()
+    doc: dict[str, Any] = json.loads(body)
+    first = doc["results"][0]
+    gate = DigestGate()
+    path = f"/api/atlas/v1.0/groups/{first['groupId']}/clusters/{first['clusterName']}/restoreJobs"
+
+    def handler(request: Request) -> Response:
+        if not gate.check(request):
+            return gate.challenge()
+        return Response(body, 200, content_type="application/json")
+
+    httpserver.expect_request(path).respond_with_handler(handler)
+    return {
+        "doc": doc,
+        "args": [
+            "--base-url",
+            httpserver.url_for("/api/atlas/v1.0"),
+            "--group",
+            first["groupId"],
+            "--cluster",
+            first["clusterName"],
+            "--batch",
+            first["batchId"],
+        ],
+    }
+
+
+@pytest.fixture
+def service_account(monkeypatch: pytest.MonkeyPatch, creds: None) -> None:
+    """A service account in the environment: it wins over the API keys creds set."""
+    monkeypatch.setenv("MONGODB_ATLAS_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("MONGODB_ATLAS_CLIENT_SECRET", CLIENT_SECRET)
+
+
+def add_shards(atlas: Atlas, n: int = 3) -> list[dict[str, object]]:
+    """List `n` shards and the config server, each of a fresh archive."""
+    jobs = [atlas.add(f"Cluster0-shard-{i}.tar.gz") for i in range(n)]
+    jobs.append(atlas.add("Cluster0-config.tar.gz"))
+    return jobs
+
+
+def add_batch(atlas: Atlas, **special: bytes) -> dict[str, dict[str, Any]]:
+    """A 3-shard + config batch; `special` replaces the archive of a replica set."""
+    jobs = {}
+    for rs in [*SHARDS, CONFIG]:
+        jobs[rs] = atlas.add(f"{rs}.tar.gz", special.get(rs) or make_archive(rs, 32 * KiB))
+    return jobs
+
+
+def add_host_batch(atlas: Atlas) -> dict[str, dict[str, Any]]:
+    """A 4-shard + config batch, to share out between hosts."""
+    return {rs: atlas.add(f"{rs}.tar.gz") for rs in [*HOST_SHARDS, CONFIG]}
+
+
+def add_job(
+    atlas: Atlas,
+    segment: str,
+    *,
+    file_name: str | None = None,
+    data: bytes | None = None,
+    token: str | None = None,
+    query: str = "",
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """List a READY job whose pull URL ends in `segment` (raw, percent-encoding and all)."""
+    data = make_archive(f"rs-{new_id()}") if data is None else data  # a replica set of its own
+    job_id = new_id()
+    path = f"/backup/restore/v2/pull/{job_id}/{token or secrets.token_urlsafe(24)}/{segment}"
+    atlas.pull.add(path, data)
+    job = job_json(
+        job_id=job_id,
+        url=atlas.pull.url(path) + query,
+        file_name=file_name,
+        sha1_hex=sha1(data),
+        **kwargs,
+    )
+    job["_path"], job["_data"] = path, data
+    atlas.jobs.append(job)
+    return job
+
+
+def add_ops_manager_job(atlas: Atlas, name: str, *, faults: list[Fault] | None = None) -> Any:
+    """A job whose link needs `Authorization: Bearer`, given as urlV2 + authValue."""
+    data = make_archive("om")
+    job_id = new_id()
+    path = f"/backup/restore/v2/pull/{job_id}/{secrets.token_urlsafe(24)}/{name}"
+    atlas.pull.add(path, data, faults=faults or [])
+    job = job_json(
+        job_id=job_id,
+        file_name=name,
+        sha1_hex=sha1(data),
+        urlV2=atlas.pull.url(path),
+        authHeader="Authorization",
+        authBearer="Bearer",
+        authValue=BEARER,
+    )
+    job["_path"], job["_data"] = path, data
+    atlas.jobs.append(job)
+    return job
+
+
+def plant_secrets(atlas: Atlas) -> list[str]:
+    """A batch whose links carry every kind of secret; return the secrets."""
+    plain = atlas.add("Cluster0-config.tar.gz")
+    atlas.pull.resources[plain["_path"]].faults = [Fault(drop_after=20_000)]  # a resume
+    om = add_ops_manager_job(atlas, "Cluster0-shard-0.tar.gz")
+    signed = add_job(
+        atlas,
+        "Cluster0-shard-1.tar.gz",
+        file_name="Cluster0-shard-1.tar.gz",
+        data=make_archive("Cluster0-shard-1"),
+        query=f"?X-Amz-Signature={SIGNATURE}&X-Amz-Credential=AKIAEXAMPLE",
+    )
+    tokens = [str(job["_path"]).split("/")[-2] for job in (plain, om, signed)]
+    return [*tokens, BEARER, PRIVATE_KEY, SIGNATURE, "AKIAEXAMPLE"]
+
+
+def v2_args(atlas_v2: AtlasV2, command: str, *extra: str) -> list[str]:
+    """A command against the v2 fake's cluster."""
+    base = ["--base-url", atlas_v2.base_url, "--group", GROUP, "--cluster", CLUSTER_V2]
+    return [command, *base, *extra]
+
+
+def fetch_job(atlas_v2: AtlasV2, job: V2Job, dest: Path, *extra: str) -> list[str]:
+    """`fetcher fetch --job` of one v2 job into dest."""
+    return v2_args(atlas_v2, "fetch", "--job", job.id, "--dest", str(dest), *extra)

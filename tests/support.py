@@ -8,12 +8,29 @@ import io
 import json
 import os
 import secrets
+import shutil
+import stat
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+from click.testing import Result
+from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
+
+from fetcher import manifest as mf
+from fetcher.engine.transfer import Download, Source
+from fetcher.manifest import FileRecord, JobRecord, Manifest
+from fetcher.redact import display_url
+from fetcher.retry import RetryPolicy
+from fetcher.storage import Destination
+from tests.pullserver import PullServer
 
 PUBLIC_KEY = "testpublic"
 PRIVATE_KEY = "test-private-key-5d6e7f"
@@ -258,3 +275,167 @@ def _split_digest(text: str) -> list[tuple[str, str]]:
             key, _, value = part.strip().partition("=")
             out.append((key.strip(), value.strip().strip('"')))
     return out
+
+
+# -- shared by several test modules (one definition each) --------------------------------------
+
+# The download engine's tests: one archive at one path of the pull host.
+ARCHIVE_NAME = "Cluster0-shard-0.tar.gz"
+ARCHIVE_PATH = f"/backup/restore/v2/pull/job1/secret-token/{ARCHIVE_NAME}"
+
+
+def download(
+    client: httpx.Client,
+    dest: Destination,
+    pull: PullServer | str,
+    sleeps: Sleeps | None = None,
+    *,
+    job_id: str = "job1",
+    expected: str | None = None,
+    retries: int = 5,
+    display: str | None = None,
+    name: str = ARCHIVE_NAME,
+    **kwargs: Any,
+) -> Download:
+    """The one-connection Download of an archive, built as Fetcher builds it for a job: from
+    ARCHIVE_PATH on the `pull` host (or from the URL `pull`), its pauses recorded by `sleeps`."""
+    url = pull if isinstance(pull, str) else pull.url(ARCHIVE_PATH)
+    shown = display_url(url) if display is None else display
+    source = Source(job_id=job_id, url=url, display=shown)
+    policy = RetryPolicy(retries=retries, sleep=Sleeps() if sleeps is None else sleeps)
+    return Download(client, dest, name, source, expected_sha1=expected, policy=policy, **kwargs)
+
+
+# A restore job with a link, a file name and a SHA1 (parsing, readiness).
+JOB_URL = "https://pull.example/backup/restore/v2/pull/abc/TOKEN123456/x.tar.gz"
+JOB_SHA1 = "a" * 40
+
+
+def linked_job_json(**kwargs: Any) -> dict[str, Any]:
+    """job_json() of a job at JOB_URL, named x.tar.gz, with JOB_SHA1, unless told otherwise."""
+    kwargs.setdefault("url", JOB_URL)
+    kwargs.setdefault("file_name", "x.tar.gz")
+    kwargs.setdefault("sha1_hex", JOB_SHA1)
+    return job_json(**kwargs)
+
+
+def api_job(**changes: Any) -> dict[str, Any]:
+    """A job as the API lists it, with `changes` (delivery_X: in delivery; None: left out)."""
+    job = job_json(
+        url="https://pull.example/p/tok3n-abcdef/rs0.tar.gz",
+        file_name="rs0.tar.gz",
+        sha1_hex="a" * 40,
+    )
+    for key, value in changes.items():
+        if key.startswith("delivery_"):
+            job["delivery"][key.removeprefix("delivery_")] = value
+        elif value is None:
+            job.pop(key)
+        else:
+            job[key] = value
+    return job
+
+
+def results_body(results: Any) -> bytes:
+    """A one-page list answer holding `results`."""
+    return json.dumps({"results": results, "links": []}).encode()
+
+
+def api_base(server: HTTPServer) -> str:
+    """The API root on a bare local server."""
+    return server.url_for(API_ROOT)
+
+
+# Manifests as fetch writes them.
+ARCHIVE_BYTES = b"archive bytes" * 1000
+
+
+def verified_record(job_id: str, name: str, data: bytes = ARCHIVE_BYTES) -> JobRecord:
+    """The record of a job whose one archive `name` (of `data`) was verified."""
+    return JobRecord(
+        job_id, "verified", "downloaded", files=(FileRecord(name, len(data), sha1(data)),)
+    )
+
+
+def manifest_of(*jobs: JobRecord) -> Manifest:
+    """A manifest of `jobs`."""
+    return Manifest(group_id="g", cluster="c", batch_id="b", jobs=jobs)
+
+
+def write_manifest(dest: Destination, name: str, data: bytes) -> None:
+    """A manifest recording one verified archive, written the way fetch writes it."""
+    record = FileRecord(name=name, size=len(data), sha1=sha1(data))
+    job = JobRecord(
+        id="bca12412cddf8dd1f34daff6", outcome="verified", reason="downloaded", files=(record,)
+    )
+    mf.write(dest, Manifest(group_id="g", cluster="c", batch_id="b", jobs=(job,)))
+
+
+def file_mode(path: Path) -> int:
+    """The permission bits of `path` itself (a link is not followed)."""
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# Batches through the command line.
+KiB = 1024
+SHARDS = ["Cluster0-shard-0", "Cluster0-shard-1", "Cluster0-shard-2"]  # conftest.add_batch
+HOST_SHARDS = [f"Cluster0-shard-{i}" for i in range(4)]  # conftest.add_host_batch
+CONFIG = "Cluster0-config"
+BEARER = "om-bearer-5ecret-token-77"  # conftest.add_ops_manager_job's
+SIGNATURE = "s1gnature-d34db33f-9f8e7d"  # conftest.plant_secrets'
+# MongoDB's "Get All Restore Jobs" example, as its page gives it (conftest.documented).
+DOCUMENTED_EXAMPLE = Path(__file__).parent / "fixtures" / "get-all-restore-jobs.json"
+
+
+def with_garbage(rs: str) -> bytes:
+    """A restore archive of `rs` with an error page after its gzip data."""
+    return make_archive(rs, 32 * KiB) + b"<html>502 Bad Gateway</html>"
+
+
+def list_args(base_url: str, *extra: str) -> list[str]:
+    """`fetcher list` of the test cluster at `base_url`, then `extra`."""
+    return ["list", "--base-url", base_url, "--group", GROUP, "--cluster", CLUSTER, *extra]
+
+
+def write_netrc(tmp_path: Path, text: str) -> Path:
+    """A private netrc file of `text`."""
+    path = tmp_path / "netrc"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def one_line_error(result: Result, code: int = 1) -> str:
+    """The CLI failed the documented way: this exit code, one line on stderr, no traceback."""
+    text = result.stdout + result.stderr
+    assert result.exit_code == code, text
+    assert "Traceback" not in text and "internal error" not in text, text
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("fetcher: error: ")
+    return lines[0]
+
+
+def only_line(stderr: str) -> str:
+    """The one line of `stderr`, which holds no traceback."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def run_without_privilege(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI where permission bits apply: as is, or in a user namespace when root.
+
+    Root ignores permission bits. In a new user namespace our uid maps to nobody, keeps no
+    capability over files outside it, and so meets the bits like any user.
+    """
+    command = [sys.executable, "-m", "fetcher.cli", *args]
+    if os.geteuid() == 0:
+        unshare = shutil.which("unshare")
+        probe = (
+            subprocess.run([unshare, "--user", "true"], capture_output=True) if unshare else None
+        )
+        if probe is None or probe.returncode != 0:
+            pytest.skip("running as root without user namespaces: a read-only DIR cannot bite")
+        command = [str(unshare), "--user", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=dict(os.environ))

@@ -1,4 +1,4 @@
-"""Credentials from the environment, --profile, ~/.netrc and the Atlas CLI's config.toml.
+"""fetcher.config: credentials from the environment, --profile, ~/.netrc and Atlas CLI config.
 
 Every test writes real files under tmp_path and passes its environment explicitly: HOME and
 NETRC always point into tmp_path, so nothing of the user running the suite can leak in.
@@ -20,6 +20,7 @@ from fetcher.config import (
     load_profile,
 )
 from fetcher.errors import ConfigError
+from tests.support import write_netrc
 
 BASE = "https://cloud.example/api/atlas/v2"
 
@@ -391,3 +392,34 @@ def test_the_default_profile_gives_no_project_to_credentials_from_elsewhere(
     assert default_group({**env, **CLIENT_ENV}, None) is None
     # A profile named on the command line still gives its project, whatever the environment.
     assert default_group({**env, **KEY_ENV}, "svc") is not None
+
+
+# == hostile input and secrets (issue 4) ===========================================================
+
+
+# -- credentials -----------------------------------------------------------------------------
+
+
+def test_netrc_is_the_third_source_of_credentials(tmp_path: Path) -> None:
+    base = "https://api.example/api/public/v1.0"
+    path = write_netrc(tmp_path, "machine api.example login netrc-user password netrc-secret-1\n")
+    env = {"NETRC": str(path), "HOME": str(tmp_path)}  # no Atlas CLI profile either
+    found = load_credentials(env, base)
+    assert isinstance(found, Credentials)
+    assert (found.public_key, found.private_key, found.source) == (
+        "netrc-user",
+        "netrc-secret-1",
+        str(path),
+    )
+    assert "netrc-secret-1" not in repr(found)
+    # The environment wins, even over a netrc entry for the host.
+    pair = {"MONGODB_ATLAS_PUBLIC_API_KEY": "env-user", "MONGODB_ATLAS_PRIVATE_API_KEY": "env-pw"}
+    assert load_credentials({**env, **pair}, base) == Credentials(
+        "env-user", "env-pw", source="MONGODB_ATLAS_PUBLIC_API_KEY/MONGODB_ATLAS_PRIVATE_API_KEY"
+    )
+    # An empty variable is not set.
+    empty = {"MONGODB_ATLAS_PUBLIC_API_KEY": "", "MONGODB_ATLAS_PRIVATE_API_KEY": ""}
+    assert load_credentials({**env, **empty}, base) == found
+    # An entry for another host is not for us.
+    with pytest.raises(ConfigError, match="no API credentials"):
+        load_credentials(env, "https://other.example/api/public/v1.0")

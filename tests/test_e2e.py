@@ -1,4 +1,5 @@
-"""The real processes: scripts/fake_atlas.py and `python -m fetcher`, as the demo runs them."""
+"""Cross-cutting, end to end: scripts/fake_atlas.py and `python -m fetcher`, as the demo runs
+them (real processes, every module at once)."""
 
 from __future__ import annotations
 

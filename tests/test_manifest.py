@@ -1,4 +1,4 @@
-"""The manifest: its document, merging, exit codes, and offline verification."""
+"""fetcher.manifest: its document, merging and exit codes."""
 
 from __future__ import annotations
 
@@ -9,22 +9,9 @@ import pytest
 
 from fetcher import manifest as mf
 from fetcher.errors import ManifestError
-from fetcher.manifest import FileRecord, JobRecord, Manifest
+from fetcher.manifest import JobRecord, Manifest
 from fetcher.storage import Destination
-from fetcher.verify import verify, verify_exit_code
-from tests.support import sha1
-
-DATA = b"archive bytes" * 1000
-
-
-def _verified(job_id: str, name: str, data: bytes = DATA) -> JobRecord:
-    return JobRecord(
-        job_id, "verified", "downloaded", files=(FileRecord(name, len(data), sha1(data)),)
-    )
-
-
-def _manifest(*jobs: JobRecord) -> Manifest:
-    return Manifest(group_id="g", cluster="c", batch_id="b", jobs=jobs)
+from tests.support import ARCHIVE_BYTES, manifest_of, sha1, verified_record
 
 
 @pytest.mark.parametrize(
@@ -49,24 +36,28 @@ def test_exit_code_precedence(
 
 
 def test_write_then_load_round_trips(tmp_path: Path) -> None:
-    job = _verified("j1", "a.tar.gz")
+    job = verified_record("j1", "a.tar.gz")
     job = JobRecord(
         **{**job.__dict__, "attempts": 2, "resumed_bytes": 10, "info": {"snapshotId": "s"}}
     )
     with Destination(tmp_path) as dest:
-        mf.write(dest, _manifest(job, JobRecord("j2", "skipped", "delivery EXPIRED")))
+        mf.write(dest, manifest_of(job, JobRecord("j2", "skipped", "delivery EXPIRED")))
         loaded = mf.load(dest)
     doc = json.loads((tmp_path / "manifest.json").read_text())
     assert doc["manifestVersion"] == 1 and doc["batchId"] == "b" and doc["complete"] is False
-    assert doc["jobs"][0]["files"] == [{"name": "a.tar.gz", "size": len(DATA), "sha1": sha1(DATA)}]
+    assert doc["jobs"][0]["files"] == [
+        {"name": "a.tar.gz", "size": len(ARCHIVE_BYTES), "sha1": sha1(ARCHIVE_BYTES)}
+    ]
     assert doc["jobs"][0]["snapshotId"] == "s" and doc["jobs"][0]["resumedBytes"] == 10
     assert loaded is not None and loaded.jobs[0] == job
     assert not [p for p in tmp_path.iterdir() if ".tmp." in p.name]
 
 
 def test_merge_keeps_earlier_jobs_and_prefers_this_run() -> None:
-    old = _manifest(_verified("j1", "a.tar.gz"), JobRecord("j2", "skipped", "not ready yet"))
-    new = _manifest(_verified("j2", "b.tar.gz"))
+    old = manifest_of(
+        verified_record("j1", "a.tar.gz"), JobRecord("j2", "skipped", "not ready yet")
+    )
+    new = manifest_of(verified_record("j2", "b.tar.gz"))
     merged = mf.merge(old, new)
     assert [(j.id, j.outcome) for j in merged.jobs] == [("j1", "verified"), ("j2", "verified")]
     assert merged.complete
@@ -92,41 +83,3 @@ def test_unusable_manifests_are_manifest_errors(tmp_path: Path, text: str) -> No
     (tmp_path / "manifest.json").write_text(text)
     with Destination(tmp_path) as dest, pytest.raises(ManifestError):
         mf.load(dest)
-
-
-def test_verify_intact_changed_missing_and_unverified(tmp_path: Path) -> None:
-    (tmp_path / "a.tar.gz").write_bytes(DATA)
-    (tmp_path / "b.tar.gz").write_bytes(DATA[:-1] + b"X")  # same size, other bytes
-    (tmp_path / "d.tar.gz").write_bytes(DATA + b"more")
-    manifest = _manifest(
-        _verified("ja", "a.tar.gz"),
-        _verified("jb", "b.tar.gz"),
-        _verified("jc", "c.tar.gz"),
-        _verified("jd", "d.tar.gz"),
-    )
-    with Destination(tmp_path, create=False) as dest:
-        checks = verify(dest, manifest)
-    assert [(c.name, c.status) for c in checks] == [
-        ("a.tar.gz", "ok"),
-        ("b.tar.gz", "changed"),
-        ("c.tar.gz", "missing"),
-        ("d.tar.gz", "changed"),
-    ]
-    assert verify_exit_code(checks) == 4
-    assert verify_exit_code(checks[:1]) == 0
-    with Destination(tmp_path, create=False) as dest:
-        partial = verify(
-            dest, _manifest(_verified("ja", "a.tar.gz"), JobRecord("x", "skipped", "EXPIRED"))
-        )
-    assert verify_exit_code(partial) == 3
-
-
-def test_verify_does_not_follow_a_planted_symlink(tmp_path: Path) -> None:
-    outside = tmp_path / "outside"
-    outside.write_bytes(DATA)
-    inner = tmp_path / "dir"
-    inner.mkdir()
-    (inner / "a.tar.gz").symlink_to(outside)
-    with Destination(inner, create=False) as dest:
-        checks = verify(dest, _manifest(_verified("ja", "a.tar.gz")))
-    assert checks[0].status == "missing"

@@ -1,4 +1,4 @@
-"""Memory stays bounded: a big archive costs `fetcher fetch` no more memory than a tiny one.
+"""Cross-cutting: memory stays bounded: a big archive costs `fetcher fetch` no more than a tiny one.
 
 Sizes, not times, so this holds on a slow CI machine as well as on a fast one. A download
 engine that queued the body (or read it whole) would grow with the archive; ours streams it

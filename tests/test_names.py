@@ -1,4 +1,4 @@
-"""The server-given file name checker, as a table: what may be created inside DIR."""
+"""fetcher.names: the server-given file name checker, as a table: what may be created inside DIR."""
 
 from __future__ import annotations
 

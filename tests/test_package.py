@@ -1,5 +1,5 @@
-"""The package as users get it: the sdist and the wheel built, their metadata checked, and the
-wheel installed in a fresh virtual environment, away from the source tree."""
+"""Cross-cutting: the package as users get it: the sdist and the wheel built, their metadata
+checked, and the wheel installed in a fresh virtual environment, away from the source tree."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The recipes in docs/ pass the checks of the tools that run them, and use real options."""
+"""Cross-cutting: the recipes in docs/ pass the checks of the tools that run them, and use real
+options."""
 
 from __future__ import annotations
 

@@ -76,3 +76,15 @@ def test_it_stops_at_the_deadline_and_not_at_all_when_disabled() -> None:
             report=lambda status: None,
         )
         assert polls == expected
+
+
+def test_wait_status_names_what_each_job_waits_for() -> None:
+    one = WaitStatus(waiting=3, listed=5, stages=(("IN_PROGRESS", 3),), next_poll=30.0)
+    assert str(one) == "waiting for 3 of 5 jobs: IN_PROGRESS; next poll in 30 s"
+    mixed = WaitStatus(
+        4, 5, (("IN_PROGRESS", 2), ("delivery NOT_STARTED", 1), ("no link yet", 1)), 2.5
+    )
+    assert str(mixed) == (
+        "waiting for 4 of 5 jobs: 2 IN_PROGRESS, 1 delivery NOT_STARTED, 1 no link yet;"
+        " next poll in 2.5 s"
+    )

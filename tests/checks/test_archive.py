@@ -1,4 +1,4 @@
-"""The restore-archive check (fetcher/archive.py), fed real tar.gz archives built in memory.
+"""fetcher.checks.archive: the restore-archive check, fed real tar.gz archives made in memory.
 
 Every archive here is made by `tarfile` and `gzip`/`zlib`, then damaged the way a broken
 transfer, a broken producer or a hostile server would damage it. Big archives (the zip bombs)
@@ -71,7 +71,9 @@ def noise(n: int, seed: str) -> bytes:
 DATA_WT = noise(5000, "collection")
 DATA_LOG = noise(3000, "journal")
 
+
 # --- building tar streams ---------------------------------------------------------------------
+
 
 Entry = tuple[tarfile.TarInfo, bytes]
 Format = Literal[0, 1, 2]  # tarfile.USTAR_FORMAT, GNU_FORMAT, PAX_FORMAT
@@ -610,6 +612,7 @@ def test_multi_member_damage() -> None:
 
 # --- 5. PAX and GNU formats -------------------------------------------------------------------
 
+
 LONG_DIR = f"{TOP}/" + "d" * 120
 
 
@@ -720,6 +723,7 @@ def test_base256_size_field_passes(fmt: int) -> None:
 
 
 # --- 7. zip bombs and memory ------------------------------------------------------------------
+
 
 PEAK_BOUND = 16 * MiB
 

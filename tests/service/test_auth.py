@@ -1,4 +1,4 @@
-"""ServiceAccountAuth against a real local token endpoint and a bearer-protected API."""
+"""fetcher.service.auth: ServiceAccountAuth against a local token endpoint and a bearer API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Judging the archives of a batch as one restore set."""
+"""fetcher.checks.restoreset: judging the archives of a batch as one restore set."""
 
 from __future__ import annotations
 

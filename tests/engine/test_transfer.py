@@ -1,41 +1,26 @@
-"""Download against a real local pull host that drops, stalls, lies about ranges and runs dry."""
+"""fetcher.engine.transfer: Download from a local pull host that drops, stalls, lies, runs dry."""
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from fetcher.engine.transfer import Download, PartResult, Source
+from fetcher.engine.transfer import PartResult
 from fetcher.errors import DiskSpaceError, TransferError
 from fetcher.names import partial_name, state_name
-from fetcher.redact import display_url
-from fetcher.retry import RetryPolicy
 from fetcher.storage import Destination, SpaceGuard
 from tests.pullserver import Fault, PullServer, Resource
-from tests.support import Sleeps, enospc_after, make_archive, sha1
+from tests.support import ARCHIVE_NAME as NAME
+from tests.support import ARCHIVE_PATH as PATH
+from tests.support import Sleeps, download, enospc_after, make_archive, sha1
 
-NAME = "Cluster0-shard-0.tar.gz"
-PATH = f"/backup/restore/v2/pull/job1/secret-token/{NAME}"
 KiB = 1024
 MiB = 1024 * KiB
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5.0) as c:
-        yield c
-
-
-@pytest.fixture
-def dest(tmp_path: Path) -> Iterator[Destination]:
-    with Destination(tmp_path / "out") as d:
-        yield d
 
 
 @pytest.fixture
@@ -53,31 +38,6 @@ def serve(pull: PullServer, data: bytes, *faults: Fault, **kwargs: Any) -> Resou
     resource = pull.add(PATH, data, **kwargs)
     resource.faults = list(faults)
     return resource
-
-
-def download(
-    client: httpx.Client,
-    dest: Destination,
-    pull: PullServer,
-    sleeps: Sleeps,
-    *,
-    job_id: str = "job1",
-    expected: str | None = None,
-    retries: int = 5,
-    **kwargs: Any,
-) -> Download:
-    url = pull.url(PATH)
-    source = Source(job_id=job_id, url=url, display=display_url(url))
-    policy = RetryPolicy(retries=retries, sleep=sleeps)
-    return Download(
-        client,
-        dest,
-        NAME,
-        source,
-        expected_sha1=expected,
-        policy=policy,
-        **kwargs,
-    )
 
 
 def part(dest: Destination) -> Path:

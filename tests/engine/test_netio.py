@@ -1,4 +1,4 @@
-"""The pull client's connections read in bulk (fetcher.engine.netio), over local TLS servers."""
+"""fetcher.engine.netio: the pull client's connections read in bulk, over local TLS servers."""
 
 from __future__ import annotations
 
@@ -17,15 +17,13 @@ import httpcore
 import httpx
 import pytest
 import trustme
-from pytest_httpserver import HTTPServer
 
 from fetcher.config import Settings
 from fetcher.engine import netio, stream
 from fetcher.service.http import pull_client
 from fetcher.storage import Destination
-from tests.conftest import Atlas, fetch_args, manifest_doc, run_cli, server_context
+from tests.conftest import server_context
 from tests.pullserver import PullServer
-from tests.support import make_archive, sha1
 
 PATH = "/backup/restore/v2/pull/job1/secret-token/rs0.tar.gz"
 RECORD = 16 * 1024  # the most a TLS record carries, and so one TLS read without netio
@@ -263,27 +261,3 @@ def test_the_direct_body_read_raises_the_error_met_with_the_first_bytes(
     writer.close()
     assert writer.written == len(part)
     assert written(tmp_path) == part
-
-
-def test_several_connections_over_https_from_the_command_line(
-    httpserver: HTTPServer,
-    https_pull: PullServer,
-    authority: tuple[trustme.CA, Path],
-    creds: None,
-    tmp_path: Path,
-) -> None:
-    atlas = Atlas(httpserver, https_pull)
-    data = make_archive("shard-0", payload=32 * 1024 * 1024, level=1)
-    atlas.add("Cluster0-shard-0.tar.gz", data)
-    atlas.add("Cluster0-config.tar.gz")
-    dest = tmp_path / "out"
-    extra = ("--ca-cert", str(authority[1]), "--connections", "2")
-    result = run_cli(*fetch_args(atlas, dest, *extra))
-    assert result.exit_code == 0, result.output + result.stderr
-    assert (dest / "Cluster0-shard-0.tar.gz").read_bytes() == data
-    assert manifest_doc(dest)["complete"] is True
-    ranged = [s for s in https_pull.log if "shard-0" in s.path and s.headers.get("range")]
-    assert len(ranged) > 4  # pieces, over connections kept open
-    assert len({s.client for s in ranged}) < len(ranged)
-    recorded = {f["name"]: f["sha1"] for job in manifest_doc(dest)["jobs"] for f in job["files"]}
-    assert recorded["Cluster0-shard-0.tar.gz"] == sha1(data)

@@ -1,9 +1,8 @@
-"""The download engine (socket reads, their fallback through httpx, the writer) and hash_fd.
+"""fetcher.engine.stream: socket reads, their fallback through httpx, and the writer.
 
 Bodies here are bigger than the writer's ring of buffers, so every buffer is reused, and the
 socket path is watched to make sure it is the one taken (an httpx upgrade that hid the
-connection's socket would quietly fall back: correct, but slow).
-"""
+connection's socket would quietly fall back: correct, but slow)."""
 
 from __future__ import annotations
 
@@ -21,15 +20,13 @@ import httpx
 import pytest
 import trustme
 
-from fetcher import storage
 from fetcher.engine import stream
 from fetcher.engine.stream import BLOCK, BLOCKS
-from fetcher.engine.transfer import Download, PartResult, Source
+from fetcher.engine.transfer import PartResult
 from fetcher.names import partial_name
-from fetcher.retry import RetryPolicy
-from fetcher.storage import HASH_BLOCK, HASH_BUFFERS, Destination
+from fetcher.storage import Destination
 from tests.pullserver import Fault, PullServer
-from tests.support import Sleeps, enospc_after, sha1
+from tests.support import download, enospc_after, sha1
 
 MiB = 1024 * 1024
 NAME = "Cluster0-shard-0.tar.gz"
@@ -87,12 +84,6 @@ def data() -> bytes:
 
 
 @pytest.fixture
-def dest(tmp_path: Path) -> Iterator[Destination]:
-    with Destination(tmp_path / "out") as d:
-        yield d
-
-
-@pytest.fixture
 def socket_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record each use of the direct socket path (the number of bytes it was asked for)."""
     calls: list[int] = []
@@ -109,9 +100,7 @@ def socket_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def fetch(client: httpx.Client, dest: Destination, url: str, **kwargs: Any) -> PartResult:
-    source = Source(job_id="job1", url=url, display="pull host")
-    policy = RetryPolicy(retries=3, sleep=Sleeps())
-    return Download(client, dest, NAME, source, expected_sha1=None, policy=policy, **kwargs).run()
+    return download(client, dest, url, retries=3, display="pull host", name=NAME, **kwargs).run()
 
 
 def fetch_from(server: BodyServer, dest: Destination, **client: Any) -> PartResult:
@@ -257,46 +246,3 @@ def test_writer_continues_a_digest_from_an_offset(tmp_path: Path) -> None:
     assert writer.written == len(data)
     assert path.read_bytes() == data
     assert digest.hexdigest() == sha1(data)
-
-
-# -- hash_fd: what verify and resume hash files with ------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "size", [0, 1, HASH_BLOCK - 1, HASH_BLOCK, HASH_BLOCK + 1, 2 * HASH_BLOCK + 5]
-)
-@pytest.mark.parametrize("limit", [None, HASH_BLOCK + 3], ids=["whole", "limit"])
-def test_hash_fd_hashes_the_first_bytes(tmp_path: Path, size: int, limit: int | None) -> None:
-    data = os.urandom(size)
-    path = tmp_path / "f"
-    path.write_bytes(data)
-    seen: list[int] = []
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        done, digest = storage.hash_fd(fd, limit=limit, progress=seen.append)
-        offset = os.lseek(fd, 0, os.SEEK_CUR)
-    finally:
-        os.close(fd)
-
-    expected = data[:limit]
-    assert (done, digest.hexdigest()) == (len(expected), sha1(expected))
-    assert sum(seen) == done
-    assert offset == done  # the file offset is left after what was hashed
-
-
-def test_hash_fd_stops_where_a_shrinking_file_ends(tmp_path: Path) -> None:
-    data = os.urandom((HASH_BUFFERS + 2) * HASH_BLOCK)
-    path = tmp_path / "f"
-    path.write_bytes(data)
-    cut = HASH_BUFFERS * HASH_BLOCK + HASH_BLOCK // 2  # beyond what is read ahead
-
-    def shrink(n: int) -> None:
-        os.truncate(path, cut)  # after the first block: the reads after it find the new end
-
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        done, digest = storage.hash_fd(fd, progress=shrink)
-    finally:
-        os.close(fd)
-
-    assert (done, digest.hexdigest()) == (cut, sha1(data[:cut]))

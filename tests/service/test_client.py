@@ -1,11 +1,15 @@
-"""RestoreJobsClient against a real local server speaking HTTP Digest."""
+"""fetcher.service.client: RestoreJobsClient (pages, retries, caps, rate limit) over HTTP Digest."""
 
 from __future__ import annotations
 
+import gzip
+import json
+import tracemalloc
 from collections.abc import Iterator
+from typing import Any
 
-import httpx
 import pytest
+from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from fetcher.config import Credentials, Settings
@@ -14,7 +18,21 @@ from fetcher.retry import RetryPolicy
 from fetcher.service.client import RateLimiter, RestoreJobsClient
 from fetcher.service.http import api_client
 from tests.conftest import Atlas
-from tests.support import BATCH, CLUSTER, GROUP, JOBS_PATH, PRIVATE_KEY, PUBLIC_KEY, job_json
+from tests.support import (
+    BATCH,
+    CLUSTER,
+    GROUP,
+    JOBS_PATH,
+    PRIVATE_KEY,
+    PUBLIC_KEY,
+    api_base,
+    api_job,
+    job_json,
+    page,
+    results_body,
+)
+
+# == RestoreJobsClient against a local server speaking HTTP Digest =================================
 
 
 def _client(atlas: Atlas, private_key: str = PRIVATE_KEY) -> Iterator[RestoreJobsClient]:
@@ -178,8 +196,81 @@ def test_rate_limiter_keeps_under_the_limit() -> None:
     assert now[0] >= 120.0
 
 
-def test_client_never_follows_a_redirect_by_itself(atlas: Atlas) -> None:
-    settings = Settings(base_url=atlas.base_url)
+# == hostile input and secrets (issue 4) ===========================================================
+
+
+# -- bad API input -----------------------------------------------------------------------------
+
+
+def _library_client(base_url: str, **kwargs: Any) -> Iterator[RestoreJobsClient]:
+    settings = Settings(base_url=base_url)
     with api_client(settings, Credentials(PUBLIC_KEY, PRIVATE_KEY)) as http:
-        assert http.follow_redirects is False
-        assert isinstance(http.auth, httpx.DigestAuth)
+        yield RestoreJobsClient(
+            http,
+            base_url,
+            policy=RetryPolicy(retries=0, sleep=lambda s: None),
+            limiter=RateLimiter(limit=10**6),
+            **kwargs,
+        )
+
+
+def test_max_body_caps_what_the_client_reads(httpserver: HTTPServer) -> None:
+    httpserver.expect_request(JOBS_PATH).respond_with_data(
+        results_body([api_job()] * 2), content_type="application/json"
+    )
+    for client in _library_client(api_base(httpserver), max_body=1024):
+        with pytest.raises(ApiError, match="larger than 1024 bytes"):
+            client.list_jobs(GROUP, CLUSTER)
+
+
+def test_a_gzip_bomb_is_cut_off_before_it_inflates(httpserver: HTTPServer) -> None:
+    bomb = gzip.compress(b" " * (64 * 1024 * 1024), compresslevel=9)  # ~64 KiB on the wire
+    httpserver.expect_request(JOBS_PATH).respond_with_response(
+        Response(bomb, 200, {"Content-Encoding": "gzip"}, content_type="application/json")
+    )
+    for client in _library_client(api_base(httpserver), max_body=1024 * 1024):
+        tracemalloc.start()
+        try:
+            with pytest.raises(ApiError, match="larger than 1 MiB"):
+                client.list_jobs(GROUP, CLUSTER)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 * 1024 * 1024  # httpx alone would hold the 64 MiB it inflates
+
+
+def test_gzip_within_the_cap_is_read(httpserver: HTTPServer) -> None:
+    body = gzip.compress(results_body([api_job()]))
+    httpserver.expect_request(JOBS_PATH).respond_with_response(
+        Response(body, 200, {"Content-Encoding": "gzip"}, content_type="application/json")
+    )
+    for client in _library_client(api_base(httpserver)):
+        (job,) = client.list_jobs(GROUP, CLUSTER)
+        assert job.archives[0].sha1 == "a" * 40
+
+
+def test_pagination_that_never_ends_stops_at_max_pages(httpserver: HTTPServer) -> None:
+    served: list[int] = []
+
+    def endless(request: Request) -> Response:
+        served.append(1)
+        # A fresh URL every time, so only the page count can stop it; after 50 pages the
+        # server gives up itself, which keeps this test short even if the bound is gone.
+        href = httpserver.url_for(JOBS_PATH) + f"?pageNum={len(served) + 1}"
+        body = page([], next_href=href if len(served) < 50 else None)
+        return Response(json.dumps(body), 200, content_type="application/json")
+
+    httpserver.expect_request(JOBS_PATH).respond_with_handler(endless)
+    for client in _library_client(api_base(httpserver), max_pages=3):
+        with pytest.raises(ApiError, match="did not end after 3 pages"):
+            client.list_jobs(GROUP, CLUSTER)
+    assert len(served) == 3
+
+
+def test_a_next_link_loop_is_caught_on_its_second_lap(httpserver: HTTPServer) -> None:
+    url = httpserver.url_for(JOBS_PATH) + "?pageNum=1&itemsPerPage=100"
+    httpserver.expect_request(JOBS_PATH).respond_with_json(page([api_job()], next_href=url))
+    for client in _library_client(api_base(httpserver), max_pages=20):
+        with pytest.raises(ApiError, match="loops"):
+            client.list_jobs(GROUP, CLUSTER)
+    assert len(httpserver.log) == 2

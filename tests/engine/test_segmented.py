@@ -1,16 +1,10 @@
-"""Several connections per archive, against a real local pull host that serves byte ranges."""
+"""fetcher.engine.segmented: several connections per archive, from a local pull host's ranges."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,40 +12,16 @@ import pytest
 
 from fetcher.checks.archive import ArchiveCheck
 from fetcher.engine.segmented import MultiDownload, Plan, merge, missing
-from fetcher.engine.transfer import Download, PartResult, Source
+from fetcher.engine.transfer import Download, PartResult
 from fetcher.errors import TransferError
 from fetcher.names import partial_name, state_name
-from fetcher.redact import display_url
-from fetcher.retry import RetryPolicy
 from fetcher.storage import Destination
-from tests.conftest import Atlas, fetch_args, loud, run_cli
 from tests.pullserver import Fault, PullServer
-from tests.support import (
-    BATCH,
-    CLUSTER,
-    GROUP,
-    PRIVATE_KEY,
-    PUBLIC_KEY,
-    Sleeps,
-    make_archive,
-    sha1,
-)
+from tests.support import ARCHIVE_NAME as NAME
+from tests.support import ARCHIVE_PATH as PATH
+from tests.support import Sleeps, download, make_archive, sha1
 
-NAME = "Cluster0-shard-0.tar.gz"
-PATH = f"/backup/restore/v2/pull/job1/secret-token/{NAME}"
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10.0) as c:
-        yield c
-
-
-@pytest.fixture
-def dest(tmp_path: Path) -> Iterator[Destination]:
-    with Destination(tmp_path / "out") as d:
-        yield d
 
 
 @pytest.fixture
@@ -63,16 +33,7 @@ def one_connection(
     client: httpx.Client, dest: Destination, pull: PullServer, *, retries: int, sleeps: Sleeps
 ) -> Download:
     """The single-connection download of the test archive (what MultiDownload builds on)."""
-    url = pull.url(PATH)
-    return Download(
-        client,
-        dest,
-        NAME,
-        Source(job_id="job1", url=url, display=display_url(url)),
-        expected_sha1=None,
-        policy=RetryPolicy(retries=retries, sleep=sleeps),
-        check=ArchiveCheck,
-    )
+    return download(client, dest, pull, sleeps, retries=retries, check=ArchiveCheck)
 
 
 def fetch(
@@ -237,85 +198,6 @@ def test_plan_hands_out_gaps_in_order_then_splits_a_slow_range() -> None:
     plan.advance(first, MiB)
     plan.release(first)
     assert plan.prefix() == 5 * MiB  # what was written of a released range stays written
-
-
-def test_a_link_that_allows_one_download_gets_one_connection_and_one_request(
-    atlas: Atlas, creds: None, tmp_path: Path
-) -> None:
-    job = atlas.add("one.tar.gz", make_archive("one", payload=6 * MiB, level=1), max_downloads=1)
-    result = run_cli(*loud(fetch_args(atlas, tmp_path / "a")))
-    assert result.exit_code == 0, result.output + result.stderr
-    assert (tmp_path / "a" / "one.tar.gz").exists()
-    served = atlas.pull.requests_for(job["_path"])
-    assert len(served) == 1 and "range" not in served[0].headers
-    assert "allow 1 downloads: one connection per archive" in result.stderr
-    # Asked for: several connections even there.
-    other = atlas.add("two.tar.gz", make_archive("two", payload=6 * MiB, level=1), max_downloads=1)
-    again = run_cli(*fetch_args(atlas, tmp_path / "b", "--only", "two.*", "--connections", "3"))
-    assert again.exit_code == 0, again.output + again.stderr
-    assert len(atlas.pull.requests_for(other["_path"])) >= 3
-
-
-def test_kill_9_with_ranges_in_flight_then_a_rerun_fetches_little_twice(
-    atlas: Atlas, creds: None, tmp_path: Path
-) -> None:
-    data = make_archive("big", payload=32 * MiB, level=1)
-    job = atlas.add("big.tar.gz", data, max_downloads=2147483647)
-    atlas.pull.resources[job["_path"]].rate = 3 * MiB  # per connection: about 3 s in all
-    dest = tmp_path / "out"
-    env = {
-        **os.environ,
-        "MONGODB_ATLAS_PUBLIC_API_KEY": PUBLIC_KEY,
-        "MONGODB_ATLAS_PRIVATE_API_KEY": PRIVATE_KEY,
-        "NETRC": str(tmp_path / "no-netrc"),
-        "XDG_CONFIG_HOME": str(tmp_path / "no-config"),
-    }
-    args = [
-        sys.executable,
-        "-m",
-        "fetcher.cli",
-        "fetch",
-        "--base-url",
-        atlas.base_url,
-        "--group",
-        GROUP,
-        "--cluster",
-        CLUSTER,
-        "--batch",
-        BATCH,
-        "--dest",
-        str(dest),
-        "--quiet",
-        "--connections",
-        "4",
-    ]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    state = dest / state_name("big.tar.gz")
-    deadline = time.monotonic() + 30
-    kept = 0
-    while time.monotonic() < deadline and kept < len(data) // 2:
-        time.sleep(0.05)
-        try:
-            doc = json.loads(state.read_text())
-        except (OSError, ValueError):
-            continue
-        kept = sum(e - s for s, e in doc.get("done", []))
-    assert kept >= len(data) // 2, "the transfer did not get halfway"
-    # Several ranges in flight: requests still being answered when the process dies.
-    ranges = {s.headers.get("range") for s in atlas.pull.requests_for(job["_path"])}
-    assert len(ranges - {"bytes=0-0"}) >= 3
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    before = len(atlas.pull.requests_for(job["_path"]))
-    # Over the same link: 3 MiB/s a connection.
-    result = run_cli(*fetch_args(atlas, dest, "--connections", "4"))
-    assert result.exit_code == 0, result.output + result.stderr
-    assert (dest / "big.tar.gz").read_bytes() == data
-    served = atlas.pull.bytes_sent(job["_path"])
-    assert served <= 1.05 * len(data), (served, len(data))
-    # The re-run asked for what was missing only, each range guarded by If-Range.
-    rerun = atlas.pull.requests_for(job["_path"])[before:]
-    assert rerun and all(s.headers.get("if-range") and s.headers.get("range") for s in rerun)
 
 
 def test_a_server_that_gives_no_total_gets_one_connection(
