@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# Exit codes, documented in the README. Only cli.py turns them into a process status.
+# Exit codes, documented in the README. Only fetcher.cli turns them into a process status.
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2

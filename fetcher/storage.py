@@ -228,6 +228,17 @@ class Destination:
         return shutil.disk_usage(self.path).free
 
 
+def remove_if_unused(path: Path) -> None:
+    """Remove a directory a run created if it holds nothing but the lock file (the run failed
+    before writing anything: a typo in --group should not leave an empty ./BATCH-ID)."""
+    try:
+        if {p.name for p in path.iterdir()} <= {LOCK_NAME}:
+            (path / LOCK_NAME).unlink(missing_ok=True)
+            path.rmdir()
+    except OSError:
+        pass  # best effort: the error being reported matters more
+
+
 def hash_fd(
     fd: int,
     *,
