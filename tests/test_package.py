@@ -59,7 +59,7 @@ def test_sdist_and_wheel_carry_the_name_version_and_license(dist: Path) -> None:
     for requirement in ("httpx", "click", "tqdm", "certifi"):
         assert f"Requires-Dist: {requirement}" in text
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
-    assert "fetcher/py.typed" in names and "fetcher/cli.py" in names
+    assert "fetcher/py.typed" in names and "fetcher/cli/__init__.py" in names
     assert not any(n.startswith("tests/") for n in names)
     with tarfile.open(sdist) as tar:
         inside = {Path(n).name for n in tar.getnames()}
