@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
+from fetcher import manifest as mf
 from fetcher.checks.archive import ArchiveCheck, ArchiveReport
-from fetcher.errors import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTEGRITY, EXIT_OK
+from fetcher.errors import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTEGRITY, EXIT_OK, ManifestError
 from fetcher.manifest import FileRecord, Manifest
+from fetcher.names import MANIFEST_NAME
 from fetcher.storage import Destination
 
 Status = Literal["ok", "missing", "changed", "damaged", "unreadable", "not verified"]
@@ -135,3 +138,83 @@ def verify_exit_code(checks: list[Check], *, problems: int = 0) -> int:
     if not checks or problems or any(c.status == "not verified" for c in checks):
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class DirResult:
+    """One DIR verified against its manifest."""
+
+    path: Path
+    manifest: Manifest  # deep: with what the archive check found filled in
+    checks: list[Check]
+    # Deep, but DIR could not be written (read-only, or the lock file is another user's):
+    # checked all the same, and its manifest left as it was.
+    not_updated: bool = False
+
+
+@dataclass(frozen=True)
+class Verification:
+    """DIRs holding parts of one batch (or one DIR), verified as a whole."""
+
+    parts: list[DirResult]
+    manifest: Manifest  # the batch's: every DIR's manifest combined
+    checks: list[Check]  # the batch's verdict on each archive, once
+    absent_ids: list[str]  # jobs the batch listed that no DIR verified or has an entry for
+    exit_code: int
+
+
+def verify_dir(path: Path, *, deep: bool = False) -> DirResult:
+    """Verify one DIR against its manifest; with `deep`, fill the manifest in if DIR can be
+    written (one that cannot, read-only or another user's, is checked all the same)."""
+    with Destination(path, create=False) as dest:
+        writable = deep and dest.writable()
+        if writable:
+            dest.lock()  # it writes the manifest: not beside a fetch that does too
+        manifest = mf.load(dest)
+        if manifest is None:
+            raise ManifestError(f"no {MANIFEST_NAME} in {path}")
+        checks = verify(dest, manifest, deep=deep)
+        if deep:
+            manifest = with_reports(manifest, checks)
+        if writable:
+            manifest = mf.write(dest, manifest)
+            mf.Journal(dest, manifest).close()  # folded into the manifest just written
+    return DirResult(path, manifest, checks, not_updated=deep and not writable)
+
+
+def verify_dirs(
+    paths: Sequence[Path],
+    *,
+    deep: bool = False,
+    done: Callable[[DirResult], None] | None = None,
+) -> Verification:
+    """Verify each DIR (one per host, say), each archive where it is, then the batch as a
+    whole; `done` hears of each DIR as soon as it is verified."""
+    parts = []
+    for path in paths:
+        parts.append(verify_dir(path, deep=deep))
+        if done is not None:
+            done(parts[-1])
+    return verify_batch(parts)
+
+
+def verify_batch(parts: list[DirResult]) -> Verification:
+    """Judge verified DIRs as one batch: their manifests combined, each archive counted once."""
+    batches = {(p.manifest.group_id, p.manifest.cluster, p.manifest.batch_id) for p in parts}
+    if len(batches) > 1:
+        listed = "; ".join(
+            f"{p.path}: batch {p.manifest.batch_id} of {p.manifest.cluster}" for p in parts
+        )
+        raise ManifestError(f"the DIRs hold manifests of different batches ({listed})")
+    manifest = mf.combine([p.manifest for p in parts]) if len(parts) > 1 else parts[0].manifest
+    # A job with no archive known in one DIR gave way to its archives in another.
+    with_files = {job.id for job in manifest.jobs if job.files}
+    checks = [c for p in parts for c in p.checks if c.name or c.job_id not in with_files]
+    verified = {(c.job_id, c.name) for c in checks if c.status == "ok"}
+    # An archive verified in one DIR is the batch's, whatever another DIR says of it.
+    checks = [c for c in checks if c.status != "not verified" or (c.job_id, c.name) not in verified]
+    nowhere = [i for i in manifest.absent_ids if i not in {j for j, _ in verified}]
+    restore_set = manifest.restore_set
+    problems = len(restore_set.problems) if restore_set else 0
+    code = verify_exit_code(checks, problems=problems + len(nowhere))
+    return Verification(parts, manifest, checks, nowhere, code)
