@@ -3,7 +3,8 @@
 Shaped like the real service (API-NOTES, "Atlas Admin API v2"): every request needs the
 versioned Accept (406 without it); a job has no batchId and no hashes; an unfinished job has
 no finishedAt, no components and no URLs; links are pre-signed, on another origin, and refuse
-any Authorization header.
+any Authorization header. The job shapes are the shared fake's (tests.fake.jobs.v2_job), the
+archives its too; `now` is this fake's clock.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,17 +21,18 @@ from typing import Any
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.pullserver import PullServer
+from tests.fake import jobs
+from tests.fake.ids import CLUSTER_V2 as CLUSTER_V2
+from tests.fake.pull import PullServer
 from tests.support import GROUP, DigestGate, iso, make_archive, new_id, page, restore_info
 
 V2_ROOT = "/api/atlas/v2"
-CLUSTER_V2 = "Cluster1"
 JOBS_V2 = f"{V2_ROOT}/groups/{GROUP}/clusters/{CLUSTER_V2}/backup/restoreJobs"
 TOKEN_PATH = "/api/oauth/token"
 ACCEPT = "application/vnd.atlas.2023-01-01+json"
 CLIENT_ID = "mdb_sa_id_0123456789abcdef"
 CLIENT_SECRET = "mdb_sa_sk_s3cr3t-client-secret-42"
-STATES = ("running", "ready", "expired", "failed", "cancelled")
+STATES = jobs.V2_STATES
 
 
 @dataclass
@@ -49,8 +52,14 @@ class V2Job:
 class AtlasV2:
     """The Cloud Backup restore-jobs API of one cluster, on `httpserver`; links on `pull`."""
 
-    def __init__(self, httpserver: HTTPServer, pull: PullServer) -> None:
-        self.server, self.pull = httpserver, pull
+    def __init__(
+        self,
+        httpserver: HTTPServer,
+        pull: PullServer,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.server, self.pull, self.now = httpserver, pull, now
         self.gate = DigestGate()
         self.jobs: list[V2Job] = []
         self.tokens: dict[str, datetime] = {}  # issued access tokens and their expiry
@@ -103,38 +112,21 @@ class AtlasV2:
         return self.pull.url(job.paths[replica_set]) + "?" + query
 
     def render(self, job: V2Job) -> dict[str, Any]:
-        """The job as the API lists it in its state."""
-        now = datetime.now(UTC)
-        finished = job.state in ("ready", "expired")  # failed and cancelled never finish
-        doc: dict[str, Any] = {
-            "id": job.id,
-            "snapshotId": "5f0c0ffee0000000000000dd",
-            "deliveryType": job.delivery_type,
-            "expired": job.state == "expired",
-            "failed": job.state == "failed",
-            "cancelled": job.state == "cancelled",
-            "timestamp": "2026-11-28T09:00:00Z",
-            "links": [{"rel": "self", "href": self.server.url_for(f"{JOBS_V2}/{job.id}")}],
-        }
-        if job.delivery_type == "download":
-            doc["deliveryUrl"] = []
-        if finished:
-            doc["finishedAt"] = iso(now - timedelta(minutes=5))
-            expires = now + (timedelta(hours=-1) if job.state == "expired" else timedelta(hours=4))
-            doc["expiresAt"] = iso(expires)
-            if job.delivery_type == "download":
-                if job.sharded:
-                    doc["components"] = [
-                        {
-                            "replicaSetName": name,
-                            "downloadUrl": self.link(job, name),
-                            "privateDownloadDeliveryUrls": [],
-                        }
-                        for name in job.replica_sets
-                    ]
-                else:
-                    doc["deliveryUrl"] = [self.link(job, job.replica_sets[0])]
-        return doc
+        """The job as the API lists it in its state (tests.fake.jobs.v2_job)."""
+        now = self.now()
+        expires = now + (timedelta(hours=-1) if job.state == "expired" else timedelta(hours=4))
+        return jobs.v2_job(
+            job_id=job.id,
+            snapshot_id="5f0c0ffee0000000000000dd",
+            state=job.state,
+            sharded=job.sharded,
+            timestamp="2026-11-28T09:00:00Z",
+            href=self.server.url_for(f"{JOBS_V2}/{job.id}"),
+            delivery_type=job.delivery_type,
+            links=[(name, self.link(job, name)) for name in job.replica_sets],
+            finished_at=iso(now - timedelta(minutes=5)),
+            expires_at=iso(expires),
+        )
 
     # -- the server side ------------------------------------------------------------------
 
@@ -154,7 +146,7 @@ class AtlasV2:
             if self.revoke_next:
                 self.revoke_next = False
                 expiry = None
-            if expiry is not None and expiry > datetime.now(UTC):
+            if expiry is not None and expiry > self.now():
                 return None
             body = {"error": 401, "reason": "Unauthorized", "detail": "Invalid token."}
             return Response(json.dumps(body), 401, content_type="application/json")
@@ -204,6 +196,6 @@ class AtlasV2:
             body = {"error": "unsupported_grant_type"}
             return Response(json.dumps(body), 400, content_type="application/json")
         token = secrets.token_urlsafe(32)
-        self.tokens[token] = datetime.now(UTC) + timedelta(seconds=self.token_ttl)
+        self.tokens[token] = self.now() + timedelta(seconds=self.token_ttl)
         body = {"access_token": token, "token_type": "Bearer", "expires_in": self.token_ttl}
         return Response(json.dumps(body), 200, content_type="application/json")

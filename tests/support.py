@@ -1,10 +1,14 @@
-"""Test helpers: real archives, MongoDB-shaped job JSON, and a Digest-checking API handler."""
+"""Test helpers: real archives, MongoDB-shaped job JSON, and a Digest-checking API handler.
+
+The archives, restoreInfo.txt and job shapes are the shared fake's (tests/fake/); these are
+the names the tests have always called, with the tests' defaults (project, cluster, batch and
+restore point).
+"""
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import json
 import os
 import secrets
@@ -30,40 +34,33 @@ from fetcher.manifest import FileRecord, JobRecord, Manifest
 from fetcher.redact import display_url
 from fetcher.retry import RetryPolicy
 from fetcher.storage import Destination
+from tests.fake import archive, auth, jobs
+from tests.fake.ids import BATCH as BATCH
+from tests.fake.ids import CLUSTER as CLUSTER
+from tests.fake.ids import GROUP as GROUP
+from tests.fake.ids import new_id as new_id
+from tests.fake.jobs import LINK_FIELDS as LINK_FIELDS
+from tests.fake.jobs import has_link as has_link
+from tests.fake.jobs import iso as iso
 from tests.pullserver import PullServer
 
 PUBLIC_KEY = "testpublic"
 PRIVATE_KEY = "test-private-key-5d6e7f"
-REALM = "MMS Public API"
-GROUP = "5f0c0ffee0000000000000aa"
-CLUSTER = "Cluster0"
-BATCH = "6a1b2c3d4e5f60718293a4b5"
+REALM = auth.REALM
 API_ROOT = "/api/atlas/v1.0"
 JOBS_PATH = f"{API_ROOT}/groups/{GROUP}/clusters/{CLUSTER}/restoreJobs"
 
-
-SNAPSHOT = "Tue Nov 28 09:00:00 GMT 2026"
+# The restore point of the tests' archives: job_json's timestamp.date, 2026-11-28T09:00:00Z.
+RESTORE_EPOCH = 1_795_856_400
+SNAPSHOT = archive.snapshot_time(RESTORE_EPOCH)
 _DEFAULT = object()
 
 
 def restore_info(replica_set: str, *, snapshot: str = SNAPSHOT, cluster: str = CLUSTER) -> str:
-    """restoreInfo.txt as MongoDB documents it, with multi-line startup options."""
-    role = "configsvr" if "config" in replica_set else "shardsvr"
-    return (
-        "Restore Information\n"
-        "Group Name: Project0\n"
-        f"Replica Set: {replica_set}\n"
-        f"Cluster Name: {cluster}\n"
-        f"Snapshot timestamp: {snapshot}\n"
-        f"Restore timestamp: {snapshot} (1795942800, 1)\n"
-        f"Last Oplog Applied: {snapshot} (1795942800, 1)\n"
-        "MongoDB Version: 7.0.12\n"
-        "Storage engine type: wiredTiger\n"
-        "Startup Options: {\n"
-        f'  "replication": {{ "replSetName": "{replica_set}" }},\n'
-        f'  "sharding": {{ "clusterRole": "{role}" }},\n'
-        '  "storage": { "dbPath": "/data/db", "engine": "wiredTiger" }\n'
-        "}\n"
+    """restoreInfo.txt as MongoDB documents it, with multi-line startup options; the role is
+    the replica set's in a sharded cluster (configsvr when its name says config)."""
+    return archive.restore_info(
+        replica_set, epoch=RESTORE_EPOCH, snapshot=snapshot, cluster_name=cluster
     )
 
 
@@ -75,22 +72,13 @@ def make_archive(
     info: str | object | None = _DEFAULT,
     extra: tuple[tarfile.TarInfo, ...] = (),
 ) -> bytes:
-    """A real restore tar.gz: REPLICA_SET/restoreInfo.txt and REPLICA_SET/data.bin of `payload`
-    random bytes (gzip `level`); `info` replaces restoreInfo.txt (None: no restoreInfo.txt);
-    `extra` members (no data) go last."""
+    """A real restore tar.gz: REPLICA_SET/, REPLICA_SET/restoreInfo.txt and
+    REPLICA_SET/data.bin of `payload` random bytes (gzip `level`); `info` replaces
+    restoreInfo.txt (None: no restoreInfo.txt); `extra` members (no data) go last."""
     text = restore_info(replica_set) if info is _DEFAULT else info
-    files = [("data.bin", os.urandom(payload))]
-    if isinstance(text, str):
-        files.insert(0, ("restoreInfo.txt", text.encode()))
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=level) as tar:
-        for name, data in files:
-            entry = tarfile.TarInfo(f"{replica_set}/{name}")
-            entry.size = len(data)
-            tar.addfile(entry, io.BytesIO(data))
-        for member in extra:
-            tar.addfile(member)
-    return buf.getvalue()
+    return archive.make_archive(
+        replica_set, payload, info=text, epoch=RESTORE_EPOCH, level=level, extra=extra
+    )
 
 
 class Sleeps:
@@ -127,28 +115,6 @@ def sha1(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def iso(when: datetime) -> str:
-    """ISO-8601 with a Z, as the API writes it."""
-    return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def new_id() -> str:
-    """A 24-hex-digit id like MongoDB's ObjectIds."""
-    return secrets.token_hex(12)
-
-
-# The fields of a delivery that only a job with a link has (API-NOTES: "What a job looks like
-# while a restore runs"). Until then the API lists none of them, and no hashes.
-LINK_FIELDS = ("url", "urlV2", "authHeader", "authBearer", "authValue", "expires")
-
-
-def has_link(status: str, delivery_status: str) -> bool:
-    """Whether the real API lists a link (and expiry) for a job in this state."""
-    if delivery_status in ("EXPIRED", "MAX_DOWNLOADS_EXCEEDED"):
-        return True  # used up: the url may still be listed, but must never be requested
-    return status == "FINISHED" and delivery_status == "READY"
-
-
 def job_json(
     *,
     job_id: str | None = None,
@@ -165,52 +131,36 @@ def job_json(
     max_downloads: int = 3,
     **delivery_extra: Any,
 ) -> dict[str, Any]:
-    """One restore job in the shape the API gives a job in that state.
+    """One restore job in the shape the API gives a job in that state (jobs.legacy_job).
 
     A job that is not ready (IN_PROGRESS, BROKEN, KILLED; delivery NOT_STARTED, IN_PROGRESS,
     FAILED, INTERRUPTED) has no url, no urlV2, no expires and no hashes, as the real API lists
     it. `link=False` removes them from a READY job too (READY before the link is filled in, a
     shape in MongoDB's own Go client fixtures); `link=True` forces them (a shape the API never
-    shows, for tests that prove fetcher still does not use them).
+    shows, for tests that prove fetcher still does not use them). `delivery_extra` adds
+    delivery fields (Ops Manager's urlV2 and auth fields, say: see jobs.link_fields).
     """
-    job_id = job_id or new_id()
-    if link is None:
-        link = has_link(status, delivery_status)
-    delivery: dict[str, Any] = {
-        "methodName": method,
-        "statusName": delivery_status,
-        "expires": iso(datetime.now(UTC) + expires_in),
-        "expirationHours": 2,
-        "maxDownloads": max_downloads,
-    }
-    if url is not None:
-        delivery["url"] = url
-    delivery.update(delivery_extra)
-    hashes = []
-    if with_hashes and sha1_hex:
-        hashes = [{"fileName": file_name, "hash": sha1_hex, "typeName": "SHA1"}]
-    if not link:
-        for key in LINK_FIELDS:
-            delivery.pop(key, None)
-        hashes = []
-    job: dict[str, Any] = {
-        "id": job_id,
-        "clusterId": "5f0c0ffee0000000000000cc",
-        "clusterName": CLUSTER,
-        "groupId": GROUP,
-        "snapshotId": "5f0c0ffee0000000000000dd",
-        "created": "2026-11-28T10:00:00Z",
-        "timestamp": {"date": "2026-11-28T09:00:00Z", "increment": 1},
-        "pointInTime": False,
-        "encryptionEnabled": False,
-        "statusName": status,
-        "delivery": delivery,
-        "hashes": hashes,
-        "links": [],
-    }
-    if batch_id is not None:
-        job["batchId"] = batch_id
-    return job
+    hashes = [jobs.file_hash(file_name, sha1_hex)] if with_hashes and sha1_hex else []
+    return jobs.legacy_job(
+        job_id=job_id or new_id(),
+        status=status,
+        delivery_status=delivery_status,
+        link=None if url is None else jobs.link_fields(url),
+        expires=datetime.now(UTC) + expires_in,
+        hashes=hashes,
+        show_link=link,
+        batch_id=batch_id,
+        method=method,
+        expiration_hours=2,
+        max_downloads=max_downloads,
+        cluster_id="5f0c0ffee0000000000000cc",
+        cluster_name=CLUSTER,
+        group_id=GROUP,
+        snapshot_id="5f0c0ffee0000000000000dd",
+        created="2026-11-28T10:00:00Z",
+        timestamp={"date": "2026-11-28T09:00:00Z", "increment": 1},
+        delivery_extra=delivery_extra,
+    )
 
 
 def page(results: list[dict[str, Any]], next_href: str | None = None) -> dict[str, Any]:
@@ -218,7 +168,7 @@ def page(results: list[dict[str, Any]], next_href: str | None = None) -> dict[st
     links = [{"rel": "self", "href": "self"}]
     if next_href:
         links.append({"rel": "next", "href": next_href})
-    return {"results": results, "totalCount": len(results), "links": links}
+    return jobs.page(results, links)
 
 
 class DigestGate:
@@ -232,26 +182,18 @@ class DigestGate:
 
     def check(self, request: Request) -> bool:
         """Return True when the request carries a valid digest response."""
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Digest "):
+        fields = auth.parse_digest(request.headers.get("Authorization", ""))
+        if fields is None or fields.get("nonce") != self.nonce:
             return False
-        fields = dict(_split_digest(header[7:]))
-        if fields.get("username") != self.user or fields.get("nonce") != self.nonce:
-            return False
-        ha1 = _md5(f"{self.user}:{REALM}:{self.password}")
-        ha2 = _md5(f"{request.method}:{fields.get('uri', '')}")
-        expected = _md5(
-            f"{ha1}:{self.nonce}:{fields.get('nc')}:{fields.get('cnonce')}:{fields.get('qop')}:{ha2}"
+        return auth.digest_matches(
+            fields, user=self.user, password=self.password, method=request.method
         )
-        return fields.get("response") == expected
 
     def challenge(self) -> Response:
         """A 401 like MongoDB's."""
         self.challenges += 1
         body = {"error": 401, "reason": "Unauthorized", "detail": "You are not authorized."}
-        header = (
-            f'Digest realm="{REALM}", domain="", nonce="{self.nonce}", algorithm=MD5, qop="auth"'
-        )
+        header = auth.challenge(self.nonce)
         return Response(
             json.dumps(body), 401, {"WWW-Authenticate": header}, content_type="application/json"
         )
@@ -262,19 +204,6 @@ class DigestGate:
             return self.challenge()
         self.accepted += 1
         return Response(json.dumps(body), status, content_type="application/json")
-
-
-def _md5(text: str) -> str:
-    return hashlib.md5(text.encode()).hexdigest()
-
-
-def _split_digest(text: str) -> list[tuple[str, str]]:
-    out = []
-    for part in text.split(","):
-        if "=" in part:
-            key, _, value = part.strip().partition("=")
-            out.append((key.strip(), value.strip().strip('"')))
-    return out
 
 
 # -- shared by several test modules (one definition each) --------------------------------------
