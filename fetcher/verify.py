@@ -160,6 +160,7 @@ class Verification:
     manifest: Manifest  # the batch's: every DIR's manifest combined
     checks: list[Check]  # the batch's verdict on each archive, once
     absent_ids: list[str]  # jobs the batch listed that no DIR verified or has an entry for
+    absent_archives: list[tuple[str, str]]  # (job id, name): listed, and in no DIR's entries
     exit_code: int
 
 
@@ -216,5 +217,6 @@ def verify_batch(parts: list[DirResult]) -> Verification:
     nowhere = [i for i in manifest.absent_ids if i not in {j for j, _ in verified}]
     restore_set = manifest.restore_set
     problems = len(restore_set.problems) if restore_set else 0
-    code = verify_exit_code(checks, problems=problems + len(nowhere))
-    return Verification(parts, manifest, checks, nowhere, code)
+    absent = list(manifest.absent_archives)
+    code = verify_exit_code(checks, problems=problems + len(nowhere) + len(absent))
+    return Verification(parts, manifest, checks, nowhere, absent, code)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import re
@@ -18,7 +20,7 @@ from click.testing import CliRunner, Result
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from fetcher.cli import main
+from fetcher.cli import Runtime, main
 from fetcher.storage import Destination
 from tests.atlasv2 import CLIENT_ID, CLIENT_SECRET, CLUSTER_V2, AtlasV2, V2Job
 from tests.pullserver import Fault, PullServer
@@ -239,9 +241,25 @@ def creds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
 
 
-def run_cli(*args: str) -> Result:
-    """Run the CLI in-process, with stderr apart from stdout."""
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+# The Runtime (sleep, clock, writes) in-process runs get unless they pass one: see cli_runtime.
+_RUNTIME: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar("runtime", default=None)
+
+
+def run_cli(*args: str, runtime: Runtime | None = None) -> Result:
+    """Run the CLI in-process, with stderr apart from stdout, and the CLI's seam (click's
+    `obj`) given `runtime`, else the one cli_runtime set, else the process's own."""
+    obj = runtime or _RUNTIME.get()
+    return CliRunner().invoke(main, list(args), obj=obj, catch_exceptions=False)
+
+
+@contextlib.contextmanager
+def cli_runtime(runtime: Runtime) -> Iterator[None]:
+    """Every run_cli within gets `runtime` (a fixture's recorded sleeps, say)."""
+    token = _RUNTIME.set(runtime)
+    try:
+        yield
+    finally:
+        _RUNTIME.reset(token)
 
 
 def api_args(atlas: Atlas, command: str, *extra: str) -> list[str]:
@@ -268,6 +286,13 @@ def manifest_doc(dest: Path) -> dict[str, Any]:
 def job_entry(dest: Path, job: dict[str, Any]) -> dict[str, Any]:
     """The manifest entry of a job."""
     found: dict[str, Any] = next(j for j in manifest_doc(dest)["jobs"] if j["id"] == job["id"])
+    return found
+
+
+def file_entry(dest: Path, job: dict[str, Any]) -> dict[str, Any]:
+    """The one files[] entry of a legacy job (one archive a job) in the manifest."""
+    (found,) = job_entry(dest, job)["files"]
+    assert isinstance(found, dict)
     return found
 
 

@@ -281,9 +281,8 @@ ARCHIVE_BYTES = b"archive bytes" * 1000
 
 def verified_record(job_id: str, name: str, data: bytes = ARCHIVE_BYTES) -> JobRecord:
     """The record of a job whose one archive `name` (of `data`) was verified."""
-    return JobRecord(
-        job_id, "verified", "downloaded", files=(FileRecord(name, len(data), sha1(data)),)
-    )
+    archive = FileRecord(name, "verified", "downloaded", size=len(data), sha1=sha1(data))
+    return JobRecord.of(job_id, (archive,), info={})
 
 
 def manifest_of(*jobs: JobRecord) -> Manifest:

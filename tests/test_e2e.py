@@ -123,7 +123,9 @@ def test_fetch_then_verify_a_batch(fake_atlas: dict[str, Any], tmp_path: Path) -
 def _assert_restore_ready(server: dict[str, Any], manifest: dict[str, Any], dest: Path) -> None:
     """Every archive fake_atlas served passed the archive check, with its restoreInfo.txt, and
     the batch is one restore set whose config server is the config replica set."""
-    files = {f["name"]: f for job in manifest["jobs"] for f in job["files"]}
+    files = {
+        f["name"]: f for job in manifest["jobs"] for f in job["files"] if f["outcome"] == "verified"
+    }
     assert files.keys() == {job["fileName"] for job in server["jobs"]}
     for job in server["jobs"]:
         entry = files[job["fileName"]]

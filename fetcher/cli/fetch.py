@@ -166,6 +166,7 @@ def _run(
                 connections=connections,
                 wait=wait,
                 clock=connection.runtime.clock,
+                write=connection.runtime.write,
             )
             try:
                 return fetcher.run(), fetcher.records

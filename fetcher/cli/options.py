@@ -46,10 +46,13 @@ _OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 @dataclass(frozen=True)
 class Runtime:
     """What a command takes from the process around it: the pauses between retries and polls,
-    and the clock. Tests pass their own, `CliRunner().invoke(main, args, obj=Runtime(...))`."""
+    the clock and the writes of downloads. Tests pass their own:
+    `CliRunner().invoke(main, args, obj=Runtime(...))`."""
 
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)  # --wait-timeout's
+    # How a download writes its .part file (a test's full disk).
+    write: Callable[[int, bytes | memoryview], int] = field(default=os.write, repr=False)
 
     def policy(self, retries: int) -> RetryPolicy:
         """A retry policy that pauses with this runtime's sleep."""

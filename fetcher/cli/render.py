@@ -195,8 +195,10 @@ def show_readiness(manifest: Manifest, where: Path, *, out: TextIO, quiet: bool)
             label = f"job {job.id}" + (f" ({file.name})" if file else "")
             what = file or job
             lines.append(f"  - missing: {label}: {what.outcome}: {what.reason}")
-        for job_id in manifest.absent_ids:
-            lines.append(f"  - missing: job {job_id}: in no manifest (fetched by no host)")
+        absent = [(job_id, None) for job_id in manifest.absent_ids]
+        for job_id, name in [*absent, *manifest.absent_archives]:
+            label = f"job {job_id}" + (f" ({name})" if name else "")
+            lines.append(f"  - missing: {label}: in no manifest (fetched by no host)")
     for line in lines:
         click.echo(shown(line), file=out)
 
@@ -261,5 +263,8 @@ def verify_document(result: Verification) -> dict[str, Any]:
             for c in result.checks
         ],
         "notInAnyDirectory": result.absent_ids,
+        "archivesNotInAnyDirectory": [
+            {"jobId": job_id, "name": name} for job_id, name in result.absent_archives
+        ],
         "restoreSet": result.manifest.restore_set_json(),
     }

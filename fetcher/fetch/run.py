@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import httpx
 from fetcher import manifest as mf
 from fetcher.checks.archive import ArchiveCheck, ArchiveReport
 from fetcher.engine.segmented import MultiDownload
+from fetcher.engine.stream import Write
 from fetcher.engine.transfer import Download, PartResult, Source, commit, discard
 from fetcher.errors import FetcherError, NotFoundError, UnsafeNameError
 from fetcher.fetch import ondisk
@@ -51,6 +53,7 @@ class Fetcher:
         wait: WaitPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        write: Write = os.write,
     ) -> None:
         self._api, self._pull, self._dest, self._target = api, pull, dest, target
         self._reporter, self._redactor, self._policy = reporter, redactor, policy
@@ -58,7 +61,7 @@ class Fetcher:
         self._connections = connections  # per archive; None: DEFAULT_CONNECTIONS where free
         self._told_limit = False
         self._wait = wait or WaitPolicy()
-        self._clock, self._now = clock, now
+        self._clock, self._now, self._write = clock, now, write
         self._space = SpaceGuard(dest.free_bytes)
         self._lock = threading.Lock()
         self._stop = threading.Event()  # set when run() is interrupted: transfers end early
@@ -66,6 +69,7 @@ class Fetcher:
         self._claims = NameClaims()
         self._dropped: set[str] = set()  # archives --only does not select: neither fetched nor kept
         self._batch_ids: set[str] = set()  # every job any listing held
+        self._listed: dict[str, set[str]] = {}  # job id -> its archives' names, selected or not
         self._old: Manifest | None = None
         self._old_files: dict[str, tuple[FileRecord, ...]] = {}  # job id -> archives recorded
         # A job that is a whole restore (Atlas v2) is, fetched with --job, the manifest's batch.
@@ -170,6 +174,8 @@ class Fetcher:
                 if decided or self._claims.holds(item.key) or item.key in self._dropped:
                     continue
                 name = self._claim_name(item, required=state == "ready")
+                if name is not None:
+                    self._listed.setdefault(job.id, set()).add(name)
                 if self._target.selects(name, archive.replica_set) is False:
                     if name is not None:
                         self._claims.release(name)
@@ -416,6 +422,7 @@ class Fetcher:
             progress=self._reporter.progress(name),
             stop=self._stop,
             check=ArchiveCheck,
+            write=self._write,
         )
         if connections > 1:
             near_single = self._connections is None  # the default yields to a near server
@@ -497,9 +504,13 @@ class Fetcher:
 
     def _write_manifest(self) -> Manifest:
         with self._lock:
+            jobs = tuple(
+                replace(record, listed=tuple(sorted(self._listed.get(record.id, ()))))
+                for record in self._records.values()
+            )
             current = replace(
                 self._head,
-                jobs=tuple(self._records.values()),
+                jobs=jobs,
                 selection=self._target.only,
                 batch_job_ids=tuple(sorted(self._batch_ids)),
             )

@@ -12,6 +12,7 @@ from fetcher.names import check_name
 
 # What a reader of a document may meet; everything else in a job entry is the job's info.
 _JOB_KEYS = {"id", "outcome", "reason", "failure", "files", "attempts", "resumedBytes"}
+_JOB_KEYS |= {"archiveNames"}
 ERRORS = (KeyError, TypeError, ValueError, UnsafeNameError)
 
 
@@ -47,7 +48,8 @@ def parse_job_v2(entry: dict[str, Any]) -> JobRecord:
     """One jobs[] entry of a version-2 manifest."""
     files = tuple(_file(f, **_outcome(f)) for f in _list(entry["files"]))
     info = {k: v for k, v in entry.items() if k not in _JOB_KEYS}
-    return JobRecord.of(_text(entry["id"]), files, info=info, **_outcome(entry))
+    listed = {check_name(_text(n)) for n in _strings(entry.get("archiveNames", []))}
+    return JobRecord.of(_text(entry["id"]), files, info=info, listed=listed, **_outcome(entry))
 
 
 def parse_job_v1(entry: dict[str, Any]) -> JobRecord:

@@ -37,7 +37,7 @@ class Manifest:
     @property
     def archive_count(self) -> int:
         """The archives the jobs deliver, as far as known (a job not listed whole counts one)."""
-        return sum(max(1, len(job.files)) for job in self.jobs)
+        return sum(max(1, len(job.files), len(job.listed)) for job in self.jobs)
 
     @property
     def restore_set(self) -> RestoreSet | None:
@@ -87,8 +87,8 @@ class Manifest:
 
     @property
     def missing(self) -> int:
-        """Archives not (yet) here and verified, and jobs no manifest has an entry for."""
-        return len(self.missing_archives) + len(self.absent_ids)
+        """Archives not (yet) here and verified, and those no manifest has an entry for."""
+        return len(self.missing_archives) + len(self.absent_ids) + len(self.absent_archives)
 
     @property
     def missing_archives(self) -> tuple[tuple[JobRecord, FileRecord | None], ...]:
@@ -108,6 +108,14 @@ class Manifest:
         known = {job.id for job in self.jobs}
         return tuple(i for i in self.batch_job_ids if i not in known)
 
+    @property
+    def absent_archives(self) -> tuple[tuple[str, str], ...]:
+        """(job id, file name) of archives a job here lists and no entry records (a job split
+        across hosts by --only, one of whose archives no host fetched)."""
+        if self.selection:
+            return ()  # another host's part: not missing from this one
+        return tuple((job.id, name) for job in self.jobs for name in job.unrecorded)
+
     def verdict(self, restore_set: RestoreSet) -> str:
         """One line: can what this manifest holds be restored (a selection: as far as it goes)."""
         if self.selection and not restore_set.problems and not self.missing:
@@ -126,6 +134,7 @@ class Manifest:
         doc = restore_set.to_json()
         doc["verdict"] = self.verdict(restore_set)
         lacking = [job.id for job, _ in self.missing_archives] + list(self.absent_ids)
+        lacking += [job_id for job_id, _ in self.absent_archives]
         doc["missingJobs"] = list(dict.fromkeys(lacking))
         return doc
 

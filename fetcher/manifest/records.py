@@ -92,6 +92,15 @@ class JobRecord:
     files: tuple[FileRecord, ...] = ()
     failure: Failure | None = None
     info: dict[str, Any] = field(default_factory=dict)  # the job's own fields (no secrets)
+    # The file names of every archive the job lists, this host's or not (--only): what a
+    # job split across hosts must have somewhere.
+    listed: tuple[str, ...] = ()
+
+    @property
+    def unrecorded(self) -> tuple[str, ...]:
+        """Archives the job lists that no files[] entry here records."""
+        recorded = {f.name for f in self.files}
+        return tuple(n for n in self.listed if n not in recorded)
 
     @classmethod
     def of(
@@ -103,17 +112,19 @@ class JobRecord:
         outcome: Outcome = "skipped",
         reason: str = "",
         failure: Failure | None = None,
+        listed: tuple[str, ...] | set[str] = (),
     ) -> JobRecord:
         """A job's record: from its archives when it has any, else the outcome given."""
         files = tuple(sorted(files, key=lambda f: f.name))
+        names = tuple(sorted(listed))
         if not files:
-            return cls(job_id, outcome, reason, (), failure, info)
+            return cls(job_id, outcome, reason, (), failure, info, names)
         worst = max(files, key=lambda f: _RANK[f.outcome])
         failures = {f.failure for f in files}
         failure = (
             "integrity" if "integrity" in failures else "error" if "error" in failures else None
         )
-        return cls(job_id, worst.outcome, _summary(files, worst), files, failure, info)
+        return cls(job_id, worst.outcome, _summary(files, worst), files, failure, info, names)
 
     def to_json(self) -> dict[str, Any]:
         """Return the manifest entry of this job."""
@@ -121,6 +132,8 @@ class JobRecord:
         if self.failure:
             entry["failure"] = self.failure
         entry["files"] = [f.to_json() for f in self.files]
+        if self.listed:
+            entry["archiveNames"] = list(self.listed)
         entry.update(self.info)
         return entry
 
@@ -147,6 +160,7 @@ def merge_job(old: JobRecord, new: JobRecord) -> JobRecord:
         outcome=new.outcome,
         reason=new.reason,
         failure=new.failure,
+        listed={*old.listed, *new.listed},
     )
 
 
@@ -165,6 +179,7 @@ def combine_job(a: JobRecord, b: JobRecord) -> JobRecord:
         outcome=a.outcome,
         reason=a.reason,
         failure=a.failure,
+        listed={*a.listed, *b.listed},
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
@@ -28,10 +27,8 @@ import trustme
 from click.testing import Result
 from pytest_httpserver import HTTPServer
 
-from fetcher import cli
-from fetcher import fetch as fetch_module
 from fetcher import manifest as mf
-from fetcher import retry as retry_module
+from fetcher.cli import Runtime
 from fetcher.config import Settings
 from fetcher.engine.transfer import Download, Source
 from fetcher.errors import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTEGRITY, EXIT_OK
@@ -49,8 +46,10 @@ from tests.conftest import (
     add_ops_manager_job,
     add_shards,
     api_args,
+    cli_runtime,
     fetch_args,
     fetch_job,
+    file_entry,
     job_entry,
     loud,
     manifest_doc,
@@ -382,15 +381,11 @@ PATIENCE = 30.0  # how long to wait for a subprocess to reach a point; never rea
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> Sleeps:
-    """Make every RetryPolicy the CLI builds (API and pull) sleep through a recorder."""
+def sleeps() -> Iterator[Sleeps]:
+    """Make every pause the CLI takes (API and pull retries, polls) go through a recorder."""
     recorder = Sleeps()
-    recording = functools.partial(RetryPolicy, sleep=recorder)
-    # cli.py may import RetryPolicy at the top or inside the command: patch wherever it is read.
-    monkeypatch.setattr(retry_module, "RetryPolicy", recording)
-    if hasattr(cli, "RetryPolicy"):
-        monkeypatch.setattr(cli, "RetryPolicy", recording)
-    return recorder
+    with cli_runtime(Runtime(sleep=recorder)):
+        yield recorder
 
 
 @pytest.fixture
@@ -454,7 +449,7 @@ def test_two_drops_resume_and_are_recorded(
     assert ranges(atlas, job) == [None, f"bytes={300 * KiB}-", f"bytes={700 * KiB}-"]
     assert [s.headers.get("if-range") for s in log(atlas, job)] == [None, *[resource.etag] * 2]
     assert atlas.pull.bytes_sent(job["_path"]) == len(atlas.archives[NAME])
-    record = job_entry(dest, job)
+    record = file_entry(dest, job)
     assert (record["attempts"], record["resumedBytes"]) == (3, 1000 * KiB)
     assert "(downloaded, 3 attempts, 1000.0 KiB resumed)" in result.stdout
     assert len(sleeps.calls) == 2
@@ -489,7 +484,7 @@ def test_unspliceable_reply_restarts_from_zero(
     assert ranges(atlas, job) == expected_ranges
     assert log(atlas, job)[-1].status == 200
     assert log(atlas, job)[-1].sent == len(atlas.archives[NAME])
-    assert job_entry(dest, job)["resumedBytes"] == 0
+    assert file_entry(dest, job)["resumedBytes"] == 0
 
 
 # -- 4. a partial file that is already whole ---------------------------------------------------
@@ -517,7 +512,7 @@ def test_whole_partial_file_is_verified_without_a_request(
     assert_verified(dest, atlas, job)
     assert log(atlas, job) == []
     size = len(atlas.archives[NAME])
-    assert (job_entry(dest, job)["attempts"], job_entry(dest, job)["resumedBytes"]) == (0, size)
+    assert (file_entry(dest, job)["attempts"], file_entry(dest, job)["resumedBytes"]) == (0, size)
 
 
 def test_corrupt_whole_partial_file_is_downloaded_again_once_from_zero(
@@ -536,7 +531,7 @@ def test_corrupt_whole_partial_file_is_downloaded_again_once_from_zero(
     assert "SHA1 mismatch after a resumed transfer; starting over" in result.stderr
     assert ranges(atlas, job) == [None]  # one request, from zero
     assert log(atlas, job)[0].sent == len(atlas.archives[NAME])
-    assert (job_entry(dest, job)["attempts"], job_entry(dest, job)["resumedBytes"]) == (1, 0)
+    assert (file_entry(dest, job)["attempts"], file_entry(dest, job)["resumedBytes"]) == (1, 0)
 
 
 # -- 5. the bytes do not match the published SHA1 ----------------------------------------------
@@ -556,7 +551,7 @@ def test_mismatch_after_a_resumed_transfer_is_retried_once_from_zero(
     assert result.exit_code == 0, result.stderr
     assert_verified(dest, atlas, job)
     assert ranges(atlas, job) == [f"bytes={300 * KiB}-", None]
-    assert job_entry(dest, job)["attempts"] == 2
+    assert file_entry(dest, job)["attempts"] == 2
 
 
 @pytest.mark.parametrize("resumed", [False, True], ids=["fresh", "resumed"])
@@ -600,7 +595,7 @@ def test_archive_replaced_between_attempts_is_downloaded_whole_again(
     assert ranges(atlas, job) == [None, f"bytes={300 * KiB}-"]
     assert [s.headers.get("if-range") for s in log(atlas, job)] == [None, old.etag]
     assert [s.status for s in log(atlas, job)] == [200, 200]
-    assert job_entry(dest, job)["resumedBytes"] == 0
+    assert file_entry(dest, job)["resumedBytes"] == 0
 
 
 # -- 6. a stalled stream -----------------------------------------------------------------------
@@ -620,7 +615,7 @@ def test_stall_longer_than_timeout_is_cut_and_resumed(
     assert_verified(dest, atlas, job)
     assert ranges(atlas, job) == [None, f"bytes={256 * KiB}-"]
     assert [s.sent for s in log(atlas, job)] == [256 * KiB, len(atlas.archives[NAME]) - 256 * KiB]
-    assert job_entry(dest, job)["attempts"] == 2
+    assert file_entry(dest, job)["attempts"] == 2
 
 
 # -- 7. busy servers and refusals --------------------------------------------------------------
@@ -711,7 +706,7 @@ def test_retry_budget_ends_a_run_of_failures_and_keeps_the_partial_file(
     assert again.exit_code == 0, again.stderr
     assert_verified(dest, atlas, job)
     assert ranges(atlas, job) == [f"bytes={300 * KiB}-"]
-    assert job_entry(dest, job)["resumedBytes"] == 300 * KiB
+    assert file_entry(dest, job)["resumedBytes"] == 300 * KiB
 
 
 def test_failures_with_progress_between_them_are_not_limited(
@@ -725,7 +720,7 @@ def test_failures_with_progress_between_them_are_not_limited(
     assert_verified(dest, atlas, job)
     assert len(log(atlas, job)) == 6
     assert atlas.pull.bytes_sent(job["_path"]) == len(atlas.archives[NAME])
-    assert job_entry(dest, job)["attempts"] == 6
+    assert file_entry(dest, job)["attempts"] == 6
 
 
 # -- 9. and 10. real processes: kill -9, and two fetches into one directory --------------------
@@ -812,12 +807,12 @@ def test_kill_9_mid_transfer_then_rerun_resumes(
         assert log(atlas, job)[1].headers.get("if-range") == resource.etag
         assert sent < 1.1 * size
         assert sent == size
-        assert job_entry(dest, job)["resumedBytes"] == first
+        assert file_entry(dest, job)["resumedBytes"] == first
     else:
         # The state does not describe this archive: start over, splice nothing.
         assert ranges(atlas, job)[-1] is None
         assert log(atlas, job)[-1].sent == size
-        assert job_entry(dest, job)["resumedBytes"] == 0
+        assert file_entry(dest, job)["resumedBytes"] == 0
 
 
 @pytest.mark.slow  # a real process
@@ -995,11 +990,7 @@ def test_disk_full_mid_transfer_keeps_the_partial_file_and_a_rerun_resumes(
 ) -> None:
     job, _ = add(atlas)
     limit = 400 * KiB + 7
-    with monkeypatch.context() as patch:
-        patch.setattr(
-            fetch_module, "Download", functools.partial(Download, write=enospc_after(limit))
-        )
-        full = run_cli(*loud(fetch_args(atlas, dest)))
+    full = run_cli(*loud(fetch_args(atlas, dest)), runtime=Runtime(write=enospc_after(limit)))
 
     assert full.exit_code == 1
     assert "no space left on device" in full.stdout
@@ -1184,7 +1175,10 @@ def test_the_documented_example_is_skipped_whole_without_a_download(
     for job in documented["doc"]["results"]:
         entry = job_entry(tmp_path, job)
         assert (entry["outcome"], entry["reason"]) == ("skipped", "delivery EXPIRED")
-        assert entry["fileName"] == job["hashes"][0]["fileName"]
+        (archive,) = entry["files"]
+        assert archive["name"] == job["hashes"][0]["fileName"]
+        assert (archive["outcome"], archive["reason"]) == ("skipped", "delivery EXPIRED")
+        assert "sha1" not in archive  # nothing of it is in DIR
         assert entry["maxDownloads"] == 2147483647
         assert entry["snapshotId"] == job["snapshotId"]
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
@@ -1521,9 +1515,9 @@ def test_the_check_follows_a_resumed_transfer_across_runs(
     result = run_cli(*fetch_args(atlas, tmp_path))
 
     assert result.exit_code == EXIT_OK, result.stderr
-    entry = job_entry(tmp_path, jobs[SHARDS[0]])
+    entry = file_entry(tmp_path, jobs[SHARDS[0]])
     assert entry["resumedBytes"] == 300 * KiB
-    (f,) = entry["files"]
+    f = entry
     # restoreInfo.txt came in the first run's bytes: read again from disk before the rest.
     assert (f["archiveCheck"], f["replicaSet"]) == ("passed", SHARDS[0])
     assert f["contentBytes"] == 512 * KiB + len(restore_info(SHARDS[0]))
@@ -1707,7 +1701,12 @@ def test_a_sharded_job_downloads_every_component(
     assert doc["batchId"] == job.id  # the job is the batch of its archives
     assert doc["restoreSet"]["configServer"] == V2_CONFIG
     assert doc["restoreSet"]["verdict"].startswith("ready to restore: 2 shards + config server")
-    assert {j["jobId"] for j in doc["jobs"]} == {job.id}
+    # One entry, under the job's own id, with one file a component.
+    (entry,) = doc["jobs"]
+    assert entry["id"] == job.id and entry["outcome"] == "verified"
+    assert sorted(f["replicaSet"] for f in entry["files"]) == sorted(job.replica_sets)
+    assert {f["outcome"] for f in entry["files"]} == {"verified"}
+    assert doc["batchJobIds"] == [job.id]
     assert "ready to restore: 2 shards + config server" in result.output
     # Nothing is downloaded twice: a re-run re-hashes what is on disk.
     sent = sum(atlas_v2.pull.bytes_sent(p) for p in job.paths.values())
@@ -1780,10 +1779,12 @@ def test_wait_until_the_job_finishes_then_only_its_archives_are_recorded(
     result = run_cli(*args)
     assert result.exit_code == 0, result.output + result.stderr
     doc = manifest_doc(dest)
-    # The entry that stood for the unfinished job gave way to one per archive.
-    assert sorted(j["id"] for j in doc["jobs"]) == sorted(f"{job.id}:{n}" for n in job.replica_sets)
+    # The same entry, now with one file per archive; the slot that stood for them is gone.
+    (entry,) = doc["jobs"]
+    assert entry["id"] == job.id and entry["outcome"] == "verified"
+    assert sorted(f["replicaSet"] for f in entry["files"]) == sorted(job.replica_sets)
     assert doc["complete"] is True
-    assert doc["batchJobIds"] == sorted(f"{job.id}:{n}" for n in job.replica_sets)
+    assert doc["batchJobIds"] == [job.id]
 
 
 def test_a_corrupt_component_is_an_integrity_failure(
@@ -1797,9 +1798,15 @@ def test_a_corrupt_component_is_an_integrity_failure(
     assert result.exit_code == 4, result.output + result.stderr
     assert not (dest / f"{V2_SHARD}.tar.gz").exists()  # never under its final name
     assert (dest / f"{V2_CONFIG}.tar.gz").exists()
-    doc = manifest_doc(dest)
-    failed = next(j for j in doc["jobs"] if j["outcome"] == "failed")
-    assert failed["failure"] == "integrity" and failed["replicaSetName"] == V2_SHARD
+    # The torn component fails, and so does its job: one entry, the worst of its files.
+    (entry,) = manifest_doc(dest)["jobs"]
+    assert (entry["id"], entry["outcome"], entry["failure"]) == (job.id, "failed", "integrity")
+    files = {f["replicaSet"]: f for f in entry["files"]}
+    torn_entry, config = files[V2_SHARD], files[V2_CONFIG]
+    assert (torn_entry["outcome"], torn_entry["failure"]) == ("failed", "integrity")
+    assert torn_entry["archiveCheck"] == "failed" and torn_entry["archiveProblem"]
+    assert "sha1" not in torn_entry  # its bytes are not under its final name
+    assert (config["outcome"], config["archiveCheck"]) == ("verified", "passed")
 
 
 def test_an_archive_of_another_replica_set_than_listed_is_refused(
@@ -1821,7 +1828,7 @@ def test_only_selects_by_replica_set(atlas_v2: AtlasV2, creds: None, tmp_path: P
     result = run_cli(*fetch_job(atlas_v2, job, dest, "--only", "*-shard-1", "--quiet"))
     assert result.exit_code == 0, result.output + result.stderr
     assert sorted(files_by_set(dest)) == [f"{CLUSTER_V2}-shard-1"]
-    assert len(manifest_doc(dest)["batchJobIds"]) == 3
+    assert manifest_doc(dest)["batchJobIds"] == [job.id]
 
 
 def test_a_service_account_token_is_issued_reused_and_renewed(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from fetcher.cli import Runtime
 from tests.atlasv2 import ACCEPT, CLUSTER_V2, JOBS_V2, AtlasV2
 from tests.conftest import (
     Atlas,
@@ -141,15 +141,11 @@ def test_the_versioned_accept_is_sent_and_a_406_is_one_clear_line(
 
 
 def test_a_token_endpoint_that_is_briefly_down_is_retried(
-    atlas_v2: AtlasV2, service_account: None, monkeypatch: pytest.MonkeyPatch
+    atlas_v2: AtlasV2, service_account: None
 ) -> None:
-    import fetcher.retry
-
     pauses: list[float] = []
-    quick = functools.partial(fetcher.retry.RetryPolicy, sleep=pauses.append)
-    monkeypatch.setattr(fetcher.retry, "RetryPolicy", quick)
     atlas_v2.token_faults = [503, 429]
-    result = run_cli(*v2_args(atlas_v2, "list"))
+    result = run_cli(*v2_args(atlas_v2, "list"), runtime=Runtime(sleep=pauses.append))
     assert result.exit_code == 0, result.stderr
     assert atlas_v2.token_requests == 3
     assert len(pauses) == 2  # backed off before each retry

@@ -80,10 +80,15 @@ JOB_TIME = "2026-11-28T09:00:00Z"  # support.job_json's timestamp.date
 
 
 def _as_an_older_fetcher_wrote_it(dest: Path) -> None:
+    """Manifest version 1 before the archive check: a name, a size and a SHA1 per file, the
+    transfer's counts on the job."""
     doc = manifest_doc(dest)
     doc.pop("restoreSet")
+    doc["manifestVersion"] = 1
     for job in doc["jobs"]:
-        job["files"] = [{k: f[k] for k in ("name", "size", "sha1")} for f in job["files"]]
+        (f,) = job["files"]
+        job.update(attempts=f["attempts"], resumedBytes=f["resumedBytes"])
+        job["files"] = [{k: f[k] for k in ("name", "size", "sha1")}]
     (dest / "manifest.json").write_text(json.dumps(doc))
 
 
@@ -197,7 +202,10 @@ def test_one_job_split_across_hosts_is_verified_as_a_whole(
     dirs = [str(tmp_path / h) for h in hosts]
     partial = run_cli("verify", *dirs)
     assert partial.exit_code == 3
-    assert f"missing: job {job.id}:{V2_CONFIG}: in no manifest" in partial.output
+    assert f"missing: job {job.id} ({V2_CONFIG}.tar.gz): in no manifest" in partial.output
+    doc = json.loads(run_cli("verify", "--json", *dirs).stdout)
+    assert doc["archivesNotInAnyDirectory"] == [{"jobId": job.id, "name": f"{V2_CONFIG}.tar.gz"}]
+    assert doc["exitCode"] == 3
     result = run_cli(*fetch_job(atlas_v2, job, tmp_path / "c", "--only", "*-config-*", "-q"))
     assert result.exit_code == 0, result.output + result.stderr
     whole = run_cli("verify", *dirs, str(tmp_path / "c"))

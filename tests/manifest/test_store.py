@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,19 +37,26 @@ def test_exit_code_precedence(
 
 
 def test_write_then_load_round_trips(tmp_path: Path) -> None:
-    job = verified_record("j1", "a.tar.gz")
-    job = JobRecord(
-        **{**job.__dict__, "attempts": 2, "resumed_bytes": 10, "info": {"snapshotId": "s"}}
-    )
+    (archive,) = verified_record("j1", "a.tar.gz").files
+    archive = replace(archive, attempts=2, resumed_bytes=10)
+    job = JobRecord.of("j1", (archive,), info={"snapshotId": "s"})
     with Destination(tmp_path) as dest:
         mf.write(dest, manifest_of(job, JobRecord("j2", "skipped", "delivery EXPIRED")))
         loaded = mf.load(dest)
     doc = json.loads((tmp_path / "manifest.json").read_text())
-    assert doc["manifestVersion"] == 1 and doc["batchId"] == "b" and doc["complete"] is False
+    assert doc["manifestVersion"] == 2 and doc["batchId"] == "b" and doc["complete"] is False
     assert doc["jobs"][0]["files"] == [
-        {"name": "a.tar.gz", "size": len(ARCHIVE_BYTES), "sha1": sha1(ARCHIVE_BYTES)}
+        {
+            "name": "a.tar.gz",
+            "outcome": "verified",
+            "reason": "downloaded",
+            "size": len(ARCHIVE_BYTES),
+            "sha1": sha1(ARCHIVE_BYTES),
+            "attempts": 2,
+            "resumedBytes": 10,
+        }
     ]
-    assert doc["jobs"][0]["snapshotId"] == "s" and doc["jobs"][0]["resumedBytes"] == 10
+    assert doc["jobs"][0]["snapshotId"] == "s" and doc["jobs"][0]["outcome"] == "verified"
     assert loaded is not None and loaded.jobs[0] == job
     assert not [p for p in tmp_path.iterdir() if ".tmp." in p.name]
 
