@@ -104,9 +104,6 @@ def fetch_command(
     if bool(batch_id) == bool(job_id):
         raise click.UsageError("give exactly one of --batch BATCH-ID or --job JOB-ID")
     connection = connect(options, batch_id=batch_id, parallel=parallel)
-    # Atlas Cloud Backup's restore is one job with an archive per replica set: the job is
-    # the batch, and the manifest judges its archives as one restore set.
-    batch_id = job_id if connection.api.dialect.job_is_restore else batch_id
     target = Target(
         group=connection.group, cluster=options.cluster, batch_id=batch_id, job_id=job_id, only=only
     )
