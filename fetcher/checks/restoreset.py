@@ -122,23 +122,7 @@ def judge(members: Sequence[Member], *, sharded: bool, complete: bool = True) ->
     names = sorted(archives_of)
     config_server = None
     if sharded and members:
-        candidates = _config_candidates(named)
-        if len(candidates) > 1:
-            problems.append(f"more than one config server: {_names(candidates)}")
-        if candidates:
-            config_server = candidates[0]
-            names.remove(config_server)
-            if not names and complete:
-                problems.append(
-                    f"no shard archive among {_count(len(members), 'archive')}"
-                    f" ({printable(config_server)})"
-                )
-            names.append(config_server)
-        elif complete:
-            listed = f" ({_names(names)})" if names else ""
-            problems.append(
-                f"no config server archive among {_count(len(members), 'archive')}{listed}"
-            )
+        config_server = _shards_and_config(named, names, problems, complete=complete)
     elif len(names) > 1:
         # One archive restores one replica set: several would be restored as if they were one.
         problems.append(f"{len(names)} replica sets in a replica set restore: {_names(names)}")
@@ -148,6 +132,34 @@ def judge(members: Sequence[Member], *, sharded: bool, complete: bool = True) ->
         problems=tuple(problems),
         restore_point=_restore_point(members),
     )
+
+
+def _shards_and_config(
+    named: Sequence[tuple[Member, str | None]],
+    names: list[str],
+    problems: list[str],
+    *,
+    complete: bool,
+) -> str | None:
+    """Find a sharded restore's config server among `names` (moved to their end) and say
+    what is wrong with the set: two of them, none, or no shard beside it."""
+    members = len(named)
+    candidates = _config_candidates(named)
+    if len(candidates) > 1:
+        problems.append(f"more than one config server: {_names(candidates)}")
+    if not candidates:
+        if complete:
+            listed = f" ({_names(names)})" if names else ""
+            problems.append(f"no config server archive among {_count(members, 'archive')}{listed}")
+        return None
+    config_server = candidates[0]
+    names.remove(config_server)
+    if not names and complete:
+        problems.append(
+            f"no shard archive among {_count(members, 'archive')} ({printable(config_server)})"
+        )
+    names.append(config_server)
+    return config_server
 
 
 Reader = Callable[[Member], tuple[str, str] | None]

@@ -130,7 +130,7 @@ def read_in_bulk(client: httpx.Client) -> bool:
     httpx has no public way to give its default transport a network backend (a `transport=`
     would turn off the proxies from the environment), so this replaces the backend of the
     transport's connection pool. An httpx or httpcore that names these differently leaves the
-    client as it was: correct, slower over HTTPS (tests/test_netio.py then fails).
+    client as it was: correct, slower over HTTPS (tests/engine/test_netio.py then fails).
     """
     pool = getattr(getattr(client, "_transport", None), "_pool", None)
     if type(pool) is not httpcore.ConnectionPool:

@@ -6,7 +6,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -16,20 +15,15 @@ from typing import Any, Protocol
 import httpx
 
 from fetcher.checks.archive import ArchiveCheck, ArchiveReport
+from fetcher.engine.answers import content_range, if_range, unsatisfied_range
+from fetcher.engine.part import PartState
 from fetcher.engine.stream import BodyWriter, Write, content_length, read_body
 from fetcher.errors import DiskSpaceError, FetcherError, TransferError
 from fetcher.names import partial_name, state_name
 from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
 from fetcher.storage import Destination, SpaceGuard, hash_fd, io_error
 
-STATE_VERSION = 1
 PROGRESS_INTERVAL = 0.2  # seconds between progress reports
-# ASCII digits, at most 19 (< 2**63): "\d" would take any script's digits, and int() of
-# thousands of digits raises ValueError rather than parsing.
-_CONTENT_RANGE = re.compile(
-    r"^\s*bytes\s+([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)\s*$", re.IGNORECASE
-)
-_UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/([0-9]{1,19})\s*$", re.IGNORECASE)
 # No restore archive comes near 1 PiB: a larger claim is a lie, not a reason to say the
 # disk is too small (or to reserve that much).
 MAX_ARCHIVE_BYTES = 1 << 50
@@ -72,71 +66,6 @@ class PartResult:
     def resumed(self) -> bool:
         """True when some of the bytes were kept from an earlier attempt or run."""
         return self.resumed_bytes > 0
-
-
-@dataclass
-class PartState:
-    """What the partial file belongs to; kept beside it in `.NAME.part.json`."""
-
-    job_id: str
-    source: str
-    etag: str | None = None
-    last_modified: str | None = None
-    size: int | None = None
-    sha1: str | None = None
-    requests: int = 0  # GETs sent to this link for this file, over every run
-    # Of a several-connection run's state (version 2): how far the file is whole from its
-    # start; the ranges beyond are dropped when one connection continues it.
-    prefix: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "jobId": self.job_id,
-            "source": self.source,
-            "etag": self.etag,
-            "lastModified": self.last_modified,
-            "size": self.size,
-            "sha1": self.sha1,
-            "requests": self.requests,
-        }
-
-    @classmethod
-    def from_json(cls, obj: object) -> PartState | None:
-        if not isinstance(obj, dict) or obj.get("version") not in (STATE_VERSION, 2):
-            return None
-        prefix = None
-        if obj.get("version") == 2:  # segmented's: finished ranges, [[start, end], ...]
-            done = obj.get("done")
-            first = done[0] if isinstance(done, list) and done else [0, 0]
-            if not (
-                isinstance(first, list)
-                and len(first) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in first)
-            ):
-                return None
-            prefix = first[1] if first[0] == 0 and first[1] > 0 else 0
-        size = obj.get("size")
-        fields = {k: obj.get(k) for k in ("jobId", "source", "etag", "lastModified", "sha1")}
-        if not all(isinstance(v, str | None) for v in fields.values()):
-            return None
-        if not isinstance(fields["jobId"], str) or not isinstance(fields["source"], str):
-            return None
-        if size is not None and (not isinstance(size, int) or size < 0):
-            return None
-        requests = obj.get("requests", 0)
-        if not isinstance(requests, int) or isinstance(requests, bool) or requests < 0:
-            return None
-        return cls(
-            job_id=fields["jobId"],
-            source=fields["source"],
-            etag=fields["etag"],
-            last_modified=fields["lastModified"],
-            size=size,
-            sha1=fields["sha1"],
-            requests=requests,
-            prefix=prefix,
-        )
 
 
 class _Restart(Exception):
@@ -362,7 +291,7 @@ class Download:
 
     def _complete_per_416(self, fd: int, response: httpx.Response) -> bool:
         """A 416 whose total equals what we hold means every byte is here; the SHA1 decides."""
-        total = _unsatisfied_range(response.headers.get("content-range"))
+        total = unsatisfied_range(response.headers.get("content-range"))
         if total is None or total != self._offset or self._state.size not in (None, total):
             return False
         self._state.size = total
@@ -487,39 +416,3 @@ def request_headers(
         if validator:
             headers["If-Range"] = validator
     return headers
-
-
-def if_range(etag: str | None, last_modified: str | None) -> str | None:
-    """The validator for If-Range: a strong ETag, else Last-Modified (weak ones are refused)."""
-    if etag and not etag.startswith("W/"):
-        return etag
-    return last_modified
-
-
-def content_range(value: str | None) -> tuple[int | None, int | None]:
-    """Parse 'bytes START-END/TOTAL'; (None, None) when absent or malformed."""
-    match = _CONTENT_RANGE.match(value or "")
-    if not match:
-        return None, None
-    start, end, total = int(match[1]), int(match[2]), match[3]
-    if total == "*" or end < start or end >= int(total):
-        return None, None
-    return start, int(total)
-
-
-def _unsatisfied_range(value: str | None) -> int | None:
-    """Parse a 416's 'bytes */TOTAL' into TOTAL."""
-    match = _UNSATISFIED_RANGE.match(value or "")
-    return int(match[1]) if match else None
-
-
-def commit(dest: Destination, name: str) -> None:
-    """Give a verified partial file its final name, durably, and drop its state."""
-    dest.replace(partial_name(name), name)
-    dest.remove(state_name(name))
-
-
-def discard(dest: Destination, name: str) -> None:
-    """Delete a partial file and its state."""
-    dest.remove(partial_name(name))
-    dest.remove(state_name(name))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fetcher.checks.archive import ArchiveReport
-from fetcher.engine.transfer import commit
+from fetcher.engine.part import commit
 from fetcher.fetch.outcome import damaged
 from fetcher.manifest import Failure, Outcome
 from fetcher.names import partial_name

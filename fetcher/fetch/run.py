@@ -14,9 +14,10 @@ import httpx
 
 from fetcher import manifest as mf
 from fetcher.checks.archive import ArchiveCheck, ArchiveReport
+from fetcher.engine.part import commit, discard
 from fetcher.engine.segmented import MultiDownload
 from fetcher.engine.stream import Write
-from fetcher.engine.transfer import Download, PartResult, Source, commit, discard
+from fetcher.engine.transfer import Download, PartResult, Source
 from fetcher.errors import FetcherError, NotFoundError, UnsafeNameError
 from fetcher.fetch import ondisk
 from fetcher.fetch.claims import NameClaims

@@ -7,6 +7,7 @@ publishes no SHA1: the archive check is the integrity check. There are no batche
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fetcher.errors import ApiError
@@ -31,21 +32,12 @@ def parse_job(obj: object, group: str | None = None, cluster: str | None = None)
     """
     obj, job_id = job_object(obj)
     kind = text(obj, "deliveryType", job_id) or "UNKNOWN"
-    flags = {k: obj.get(k) is True for k in ("expired", "failed", "cancelled")}
     expires = parse_time(obj.get("expiresAt"), job_id)
     finished = text(obj, "finishedAt", job_id)
     parse_time(finished, job_id)  # a finishedAt that does not read is a malformed job
     archives = _archives(job_id, _links(obj, job_id))
+    status, gone = _state(obj, expires, finished)
     linked = any(a.url for a in archives)
-    if flags["failed"]:
-        status, gone = "FAILED", "failed"
-    elif flags["cancelled"]:
-        status, gone = "CANCELLED", "cancelled"
-    elif flags["expired"]:
-        status = "EXPIRED"
-        gone = f"expired at {iso_utc(expires)}" if expires else "expired"
-    else:
-        status, gone = ("FINISHED" if finished else "IN_PROGRESS"), None
     unusable = pending = None
     if kind != "download":
         unusable = f"not a download restore ({kind})"
@@ -78,6 +70,19 @@ def parse_job(obj: object, group: str | None = None, cluster: str | None = None)
         timestamp={"date": timestamp} if timestamp else None,
         point_in_time=kind == "pointInTime" or None,
     )
+
+
+def _state(
+    obj: dict[str, Any], expires: datetime | None, finished: str | None
+) -> tuple[str, str | None]:
+    """The job's state in `list`'s words, and why it will never deliver, if it will not."""
+    if obj.get("failed") is True:
+        return "FAILED", "failed"
+    if obj.get("cancelled") is True:
+        return "CANCELLED", "cancelled"
+    if obj.get("expired") is True:
+        return "EXPIRED", f"expired at {iso_utc(expires)}" if expires else "expired"
+    return ("FINISHED" if finished else "IN_PROGRESS"), None
 
 
 def _links(obj: dict[str, Any], job_id: str) -> list[tuple[str | None, str | None]]:

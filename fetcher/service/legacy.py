@@ -53,6 +53,31 @@ def parse_job(obj: object, group: str | None = None, cluster: str | None = None)
         sha1=hashes[0].sha1 if hashes else None,
         sha1_source="published" if hashes else "late",
     )
+    gone, unusable, pending, stage = _readiness(status, delivery, url)
+    return RestoreJob(
+        id=job_id,
+        status=status,
+        delivery=delivery,
+        archives=(archive,),
+        stage=stage,
+        gone=gone,
+        unusable=unusable,
+        pending=pending,
+        batch_id=text(obj, "batchId", job_id),
+        cluster_id=text(obj, "clusterId", job_id),
+        cluster_name=text(obj, "clusterName", job_id),
+        group_id=text(obj, "groupId", job_id),
+        snapshot_id=text(obj, "snapshotId", job_id),
+        created=text(obj, "created", job_id),
+        timestamp=obj["timestamp"] if isinstance(obj.get("timestamp"), dict) else None,
+        point_in_time=obj["pointInTime"] if isinstance(obj.get("pointInTime"), bool) else None,
+    )
+
+
+def _readiness(
+    status: str, delivery: Delivery, url: str | None
+) -> tuple[str | None, str | None, str | None, str]:
+    """Why the job will never deliver, has nothing to pull, or is not ready yet; its stage."""
     gone = unusable = pending = None
     if status in _DEAD_JOB:
         gone = f"job {status}"
@@ -73,24 +98,7 @@ def parse_job(obj: object, group: str | None = None, cluster: str | None = None)
         stage = f"delivery {delivery.status}"
     else:
         stage = "no link yet"
-    return RestoreJob(
-        id=job_id,
-        status=status,
-        delivery=delivery,
-        archives=(archive,),
-        stage=stage,
-        gone=gone,
-        unusable=unusable,
-        pending=pending,
-        batch_id=text(obj, "batchId", job_id),
-        cluster_id=text(obj, "clusterId", job_id),
-        cluster_name=text(obj, "clusterName", job_id),
-        group_id=text(obj, "groupId", job_id),
-        snapshot_id=text(obj, "snapshotId", job_id),
-        created=text(obj, "created", job_id),
-        timestamp=obj["timestamp"] if isinstance(obj.get("timestamp"), dict) else None,
-        point_in_time=obj["pointInTime"] if isinstance(obj.get("pointInTime"), bool) else None,
-    )
+    return gone, unusable, pending, stage
 
 
 def _pull_link(obj: dict[str, Any], job_id: str) -> tuple[str | None, str | None]:

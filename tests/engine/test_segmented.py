@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from fetcher.checks.archive import ArchiveCheck
-from fetcher.engine.segmented import MultiDownload, Plan, merge, missing
+from fetcher.engine.plan import Plan, merge, missing
+from fetcher.engine.segmented import MultiDownload
 from fetcher.engine.transfer import Download, PartResult
 from fetcher.errors import TransferError
 from fetcher.names import partial_name, state_name
