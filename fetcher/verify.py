@@ -22,10 +22,18 @@ class Check:
     """The verdict on one archive (or on a job that has none to check)."""
 
     job_id: str
-    name: str
+    name: str  # "": the job's, or an archive of it whose name is not known
     status: Status
     detail: str
     report: ArchiveReport | None = None  # what the archive check found (verify --deep)
+    replica_set: str | None = None  # of an archive whose name is not known
+
+    @property
+    def label(self) -> str:
+        """What the check is of, as a person reads it."""
+        if self.name:
+            return self.name
+        return f"job {self.job_id}" + (f" ({self.replica_set})" if self.replica_set else "")
 
 
 @dataclass(frozen=True)
@@ -70,41 +78,48 @@ def verify(
         for record in job.files:
             # An archive that failed its integrity check under its final name keeps its
             # bytes on record: it is checked, and found changed or damaged.
-            if record.on_disk and (record.outcome == "verified" or record.failure == "integrity"):
-                checks.append(_check_file(dest, job.id, record, deep=deep, progress=progress))
+            kept = record.outcome == "verified" or record.failure == "integrity"
+            if record.name is not None and record.on_disk and kept:
+                checks.append(
+                    _check_file(dest, job.id, record.name, record, deep=deep, progress=progress)
+                )
             else:
                 detail = f"{record.outcome}: {record.reason}"
-                checks.append(Check(job.id, record.name, "not verified", detail))
+                unnamed = record.replica_set if record.name is None else None
+                checks.append(
+                    Check(job.id, record.name or "", "not verified", detail, replica_set=unnamed)
+                )
     return checks
 
 
 def _check_file(
     dest: Destination,
     job_id: str,
+    name: str,
     record: FileRecord,
     *,
     deep: bool,
     progress: Callable[[str, int], None] | None,
 ) -> Check:
-    report = (lambda n: progress(record.name, n)) if progress else None
+    report = (lambda n: progress(name, n)) if progress else None
     try:
-        seen = examine(dest, record.name, deep=deep, progress=report)
+        seen = examine(dest, name, deep=deep, progress=report)
     except OSError as exc:  # one unreadable archive must not hide the others' state
-        return Check(job_id, record.name, "unreadable", exc.strerror or type(exc).__name__)
+        return Check(job_id, name, "unreadable", exc.strerror or type(exc).__name__)
     if seen is None:
-        return Check(job_id, record.name, "missing", "not in the directory")
+        return Check(job_id, name, "missing", "not in the directory")
     if seen.size != record.size:
         detail = f"size {seen.size}, manifest says {record.size}"
-        return Check(job_id, record.name, "changed", detail)
+        return Check(job_id, name, "changed", detail)
     if seen.sha1 != record.sha1:
         detail = f"sha1 {seen.sha1}, manifest says {record.sha1}"
-        return Check(job_id, record.name, "changed", detail)
+        return Check(job_id, name, "changed", detail)
     found = seen.report
     if found is None:
-        return Check(job_id, record.name, "ok", f"sha1 {record.sha1}")
+        return Check(job_id, name, "ok", f"sha1 {record.sha1}")
     if not found.passed:
-        return Check(job_id, record.name, "damaged", f"{found.problem}", found)
-    return Check(job_id, record.name, "ok", f"sha1 {record.sha1}, archive check passed", found)
+        return Check(job_id, name, "damaged", f"{found.problem}", found)
+    return Check(job_id, name, "ok", f"sha1 {record.sha1}, archive check passed", found)
 
 
 def with_reports(manifest: Manifest, checks: list[Check]) -> Manifest:
@@ -114,7 +129,9 @@ def with_reports(manifest: Manifest, checks: list[Check]) -> Manifest:
         replace(
             job,
             files=tuple(
-                _rechecked(f, found[(job.id, f.name)]) if (job.id, f.name) in found else f
+                _rechecked(f, found[(job.id, f.name)])
+                if f.name is not None and (job.id, f.name) in found
+                else f
                 for f in job.files
             ),
         )
@@ -210,7 +227,9 @@ def verify_batch(parts: list[DirResult]) -> Verification:
     manifest = mf.combine([p.manifest for p in parts]) if len(parts) > 1 else parts[0].manifest
     # A job with no archive known in one DIR gave way to its archives in another.
     with_files = {job.id for job in manifest.jobs if job.files}
-    checks = [c for p in parts for c in p.checks if c.name or c.job_id not in with_files]
+    checks = [
+        c for p in parts for c in p.checks if c.name or c.replica_set or c.job_id not in with_files
+    ]
     verified = {(c.job_id, c.name) for c in checks if c.status == "ok"}
     # An archive verified in one DIR is the batch's, whatever another DIR says of it.
     checks = [c for c in checks if c.status != "not verified" or (c.job_id, c.name) not in verified]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from fetcher import manifest as mf
 from fetcher.errors import EXIT_INTEGRITY
-from fetcher.manifest import JobRecord
+from fetcher.manifest import FileRecord, JobRecord, Manifest
 from fetcher.storage import HASH_BLOCK, HASH_BUFFERS, Destination
-from fetcher.verify import verify, verify_exit_code
+from fetcher.verify import verify, verify_dirs, verify_exit_code
 from tests.support import ARCHIVE_BYTES, manifest_of, verified_record, write_manifest
 
 # == offline verification ==========================================================================
@@ -78,3 +78,23 @@ def test_verify_reports_a_file_that_shrinks_between_reads_as_changed(tmp_path: P
     assert check.status == "changed"
     assert check.detail == f"size {cut}, manifest says {len(data)}"
     assert verify_exit_code([check]) == EXIT_INTEGRITY
+
+
+def test_an_archive_verified_in_one_dir_is_the_batch_s_whatever_another_says(
+    tmp_path: Path,
+) -> None:
+    here, there = tmp_path / "a", tmp_path / "b"
+    for directory in (here, there):
+        directory.mkdir()
+    (here / "a.tar.gz").write_bytes(ARCHIVE_BYTES)
+    with Destination(here) as dest:
+        mf.write(dest, manifest_of(verified_record("ja", "a.tar.gz")))
+    gone = FileRecord("a.tar.gz", "skipped", "delivery EXPIRED")
+    with Destination(there) as dest:
+        other = Manifest("g", "c", "b", (JobRecord.of("ja", (gone,), info={}),))
+        mf.write(dest, other)
+    both = verify_dirs([here, there])
+    assert [(c.name, c.status) for c in both.checks] == [("a.tar.gz", "ok")]
+    assert both.exit_code == 0
+    alone = verify_dirs([there])
+    assert [c.status for c in alone.checks] == ["not verified"] and alone.exit_code == 3

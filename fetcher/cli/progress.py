@@ -68,8 +68,8 @@ class TerminalReporter:
     def finished(self, record: JobRecord) -> None:
         """Print the job's outcome above the bars."""
         with self._lock:
-            name = record.files[0].name if record.files else str(record.info.get("fileName", ""))
-            bar = self._bars.pop(name, None)
+            name = record.files[0].name if record.files else None
+            bar = self._bars.pop(name, None) if name else None
             if bar is not None:
                 bar.close()
             # --quiet drops the per-job lines, but never the reason a job failed.

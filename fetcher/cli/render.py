@@ -160,7 +160,7 @@ def job_line(record: JobRecord) -> str:
             extra += f", {size(f.resumed_bytes)} resumed"
         what = f"{f.name}  {size(f.size)}  sha1 {f.sha1}"
         return f"{f.outcome:<10} {what}  ({f.reason}{extra})"
-    label = f"job {record.id}" + (f" ({f.name})" if f else "")
+    label = f"job {record.id}" + (f" ({f.name or f.replica_set})" if f else "")
     return f"{record.outcome:<10} {label}: {record.reason}"
 
 
@@ -192,7 +192,7 @@ def show_readiness(manifest: Manifest, where: Path, *, out: TextIO, quiet: bool)
         lines.append(manifest.verdict(restore_set))
         lines += [f"  - {problem}" for problem in restore_set.problems]
         for job, file in manifest.missing_archives:
-            label = f"job {job.id}" + (f" ({file.name})" if file else "")
+            label = f"job {job.id}" + (f" ({file.name or file.replica_set})" if file else "")
             what = file or job
             lines.append(f"  - missing: {label}: {what.outcome}: {what.reason}")
         absent = [(job_id, None) for job_id in manifest.absent_ids]
@@ -207,14 +207,15 @@ def readiness_table(manifest: Manifest) -> list[str]:
     """The verified archives, shards by name then the config server; none: no table."""
     restore_set = manifest.restore_set
     config = restore_set.config_server if restore_set else None
-    files = [f for job in manifest.jobs if job.outcome == "verified" for f in job.files]
-    files.sort(key=lambda f: (config is not None and f.replica_set == config, f.name))
+    # Each verified archive, whatever became of its job's others.
+    files = [(f.name, f) for job in manifest.jobs for f in job.files if f.outcome == "verified"]
+    files.sort(key=lambda nf: (config is not None and nf[1].replica_set == config, nf[0] or ""))
     rows: list[tuple[str, ...]] = [READINESS_HEADERS]
-    for f in files:
+    for name, f in files:
         info = f.restore_info
         rows.append(
             (
-                f.name,
+                name or "-",
                 f.replica_set or "-",
                 info_value(info, "MongoDB Version") or "-",
                 info_value(info, "Storage engine type", "Storage Engine") or "-",
@@ -239,7 +240,7 @@ def verify_lines(result: Verification, *, quiet: bool) -> list[str]:
         where = f"{part.path}: " if len(result.parts) > 1 else ""
         for c in part.checks:
             if (c.status != "ok" or not quiet) and c in result.checks:
-                label = c.name or f"job {c.job_id}"
+                label = c.label
                 lines.append(shown(f"{c.status:<13} {where}{label}: {c.detail}"))
     ok = sum(1 for c in result.checks if c.status == "ok")
     if not quiet or result.exit_code != 0:  # --quiet: nothing at all when all is well

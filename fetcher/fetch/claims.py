@@ -17,10 +17,13 @@ class NameClaims:
         """Give `name` to the archive `key`; return the key that holds it already, if another."""
         with self._lock:
             owner = self._owner.setdefault(name, key)
-            if owner == key:
-                self._name[key] = name
-                return None
-            return owner
+            if owner != key:
+                return owner
+            held = self._name.get(key)
+            if held is not None and held != name:
+                del self._owner[held]  # one name an archive: the one it asked for last
+            self._name[key] = name
+            return None
 
     def release(self, name: str) -> None:
         """Free a name (an archive that will not be fetched after all)."""

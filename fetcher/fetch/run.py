@@ -218,26 +218,36 @@ class Fetcher:
                 self._not_now(item, state, reason, pending, final=final, name=name)
 
     def _archives_of(self, job: RestoreJob) -> tuple[Archive, ...]:
-        """The job's archives; for a job listed with none (expired, say), those it had.
+        """The job's archives, named as an earlier run recorded them where the listing no
+        longer names them (expired, say).
 
         A job lists its archives' names only while its links live (and often has no hashes).
-        Once they are gone it shows as one slot with no name, yet the archives an earlier run
-        recorded are still here, and still to be checked.
+        Once they are gone it shows as one slot with no name, or its components with no
+        link, yet the archives an earlier run recorded are still here, and still to be
+        checked.
         """
-        (first, *others) = job.archives
-        earlier = self._old_files.get(job.id, ())
-        if others or first.names or first.url or not earlier:
+        earlier = [f for f in self._old_files.get(job.id, ()) if f.name is not None]
+        if not earlier:
             return job.archives
-        if len(earlier) == 1:
-            return (replace(first, names=(earlier[0].name,)),)
-        return tuple(
-            replace(
-                first,
-                key=f"{job.id}:{f.replica_set or f.name}",
-                names=(f.name,),
-                replica_set=f.replica_set,
+        (first, *others) = job.archives
+        if not others and not first.names and not first.url:
+            if len(earlier) == 1:
+                return (replace(first, names=(earlier[0].name or "",)),)
+            return tuple(
+                replace(
+                    first,
+                    key=f"{job.id}:{f.replica_set or f.name}",
+                    names=(f.name or "",),
+                    replica_set=f.replica_set,
+                )
+                for f in earlier
             )
-            for f in earlier
+        by_set = {f.replica_set: f.name for f in earlier if f.replica_set and f.name}
+        return tuple(
+            replace(a, names=(by_set[a.replica_set],))
+            if not a.names and not a.url and a.replica_set in by_set
+            else a
+            for a in job.archives
         )
 
     def _not_now(
@@ -382,7 +392,8 @@ class Fetcher:
             failure=decision.failure,
             size=result.size if published else None,
             sha1=decision.sha1 if published else None,
-            report=result.archive,
+            # What the check found of bytes that were deleted says nothing of the archive.
+            report=result.archive if decision.action != "discard" else None,
             attempts=attempts,
             resumed_bytes=result.resumed_bytes,
         )
@@ -472,10 +483,12 @@ class Fetcher:
         attempts: int = 0,
         resumed_bytes: int = 0,
     ) -> JobRecord:
-        """The job's record with this one archive (none while its name is not known)."""
+        """The job's record with this one archive: unnamed but for its replica set when its
+        name is not known (none at all while the job's archives are not)."""
         reason = self._redactor.scrub(reason)
         info = item.job.info()
-        if name is None:
+        if name is None and (item.key == item.job.id or not item.archive.replica_set):
+            # The slot that stands for a job whose archives are not known yet.
             return JobRecord(item.job.id, outcome, reason, failure=failure, info=info)
         file = FileRecord(
             name,

@@ -27,7 +27,10 @@ def parse(doc: Any) -> Manifest:
         updated=_text(doc.get("updated", "")),
         selection=tuple(_text(p) for p in _strings(doc.get("selection", []))),
     )
-    jobs = [parse_job(entry) for entry in _list(doc["jobs"])]
+    entries = _list(doc["jobs"])
+    if doc["manifestVersion"] == 1:
+        entries = _without_superseded(entries)
+    jobs = [parse_job(entry) for entry in entries]
     # Version 1 listed a job of several archives as one entry per archive, and its batch
     # by those entries' ids ("JOB-ID:REPLICA-SET"): one job each here.
     batch_ids = {_text(i).partition(":")[0] for i in _strings(doc.get("batchJobIds", []))}
@@ -42,6 +45,13 @@ def head(doc: dict[str, Any]) -> Manifest:
         cluster=_text(doc["cluster"]),
         batch_id=_text(batch) if batch is not None else None,
     )
+
+
+def _without_superseded(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Version 1's entries less the one that stood for a job of several archives while it was
+    unfinished, once entries for its archives were written (what version 1 dropped too)."""
+    split = {e["jobId"] for e in entries if isinstance(e.get("jobId"), str)}
+    return [e for e in entries if "jobId" in e or e.get("id") not in split]
 
 
 def parse_job_v2(entry: dict[str, Any]) -> JobRecord:
@@ -69,6 +79,9 @@ def parse_job_v1(entry: dict[str, Any]) -> JobRecord:
     files = [_file(f, **outcome, **counts) for f in _list(entry["files"])]
     if not files and file_name is not None:
         files = [FileRecord(check_name(_text(file_name)), **outcome, **counts)]
+    if not files and api_set is not None and job_id != entry["id"]:
+        # One of a job's several archives, recorded before its name was known.
+        files = [FileRecord(None, **outcome, **counts)]
     if api_set is not None:
         files = [_with_set(f, _text(api_set)) for f in files]
     return JobRecord.of(job_id, files, info=info, **outcome)
@@ -107,8 +120,11 @@ def _file(obj: dict[str, Any], **given: Any) -> FileRecord:
         raise TypeError("restoreInfo is not an object of strings")
     replica_set, problem = obj.get("replicaSet"), obj.get("archiveProblem")
     content = obj.get("contentBytes")
+    name = obj["name"]
+    if name is None and (not isinstance(replica_set, str) or size is not None):
+        raise ValueError("a file with no name has bytes on record, or no replica set")
     return FileRecord(
-        name=check_name(_text(obj["name"])),
+        name=check_name(_text(name)) if name is not None else None,
         size=_size(size) if size is not None else None,
         sha1=_sha1(sha1) if sha1 is not None else None,
         archive_check=check,

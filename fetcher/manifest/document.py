@@ -31,8 +31,10 @@ class Manifest:
 
     @property
     def complete(self) -> bool:
-        """True when there is at least one job and every archive of every job is verified."""
-        return bool(self.jobs) and all(j.outcome == "verified" for j in self.jobs)
+        """True when there is at least one job, every archive of every job is verified, and
+        none a job lists is missing."""
+        verified = all(j.outcome == "verified" for j in self.jobs)
+        return bool(self.jobs) and verified and not self.absent_archives
 
     @property
     def archive_count(self) -> int:
@@ -64,7 +66,7 @@ class Manifest:
             stamp = job.info.get("timestamp")
             date = stamp.get("date") if isinstance(stamp, dict) else None
             for f in job.files:
-                if f.outcome == "verified" and f.archive_check == "passed":
+                if f.outcome == "verified" and f.archive_check == "passed" and f.name:
                     out.append(
                         Member(
                             archive=f.name,
@@ -187,4 +189,4 @@ def merge(old: Manifest | None, new: Manifest) -> Manifest:
 
 
 def _ordered(jobs: Any) -> tuple[JobRecord, ...]:
-    return tuple(sorted(jobs, key=lambda j: (j.files[0].name if j.files else "~", j.id)))
+    return tuple(sorted(jobs, key=lambda j: (j.files[0].key if j.files else "~", j.id)))

@@ -21,10 +21,12 @@ class FileRecord:
     """One archive of a job: what it came to, and, once checked, what is in it.
 
     `size` and `sha1` are those of the bytes under `name` in DIR: set only when the archive
-    is there under its final name (verified, or found changed or damaged since).
+    is there under its final name (verified, or found changed or damaged since). `name` is
+    None for one of a job's several archives whose name is not known (no link yet, or none
+    that is safe): the replica set the API names it for tells it from the others.
     """
 
-    name: str
+    name: str | None
     outcome: Outcome = "verified"
     reason: str = ""
     size: int | None = None
@@ -37,6 +39,11 @@ class FileRecord:
     replica_set: str | None = None  # the API's name for it, else restoreInfo.txt's
     restore_info: dict[str, str] | None = None  # every "Key: value" line of restoreInfo.txt
     content_bytes: int | None = None  # the disk its regular files need unpacked
+
+    @property
+    def key(self) -> str:
+        """What tells this archive from the job's others: its name, else its replica set."""
+        return self.name if self.name is not None else f"replica set {self.replica_set}"
 
     @property
     def on_disk(self) -> bool:
@@ -99,7 +106,7 @@ class JobRecord:
     @property
     def unrecorded(self) -> tuple[str, ...]:
         """Archives the job lists that no files[] entry here records."""
-        recorded = {f.name for f in self.files}
+        recorded = {f.name for f in self.files if f.name is not None}
         return tuple(n for n in self.listed if n not in recorded)
 
     @classmethod
@@ -115,7 +122,7 @@ class JobRecord:
         listed: tuple[str, ...] | set[str] = (),
     ) -> JobRecord:
         """A job's record: from its archives when it has any, else the outcome given."""
-        files = tuple(sorted(files, key=lambda f: f.name))
+        files = tuple(sorted(_named_over_unnamed(files), key=lambda f: (f.name is None, f.key)))
         names = tuple(sorted(listed))
         if not files:
             return cls(job_id, outcome, reason, (), failure, info, names)
@@ -144,14 +151,21 @@ def _summary(files: tuple[FileRecord, ...], worst: FileRecord) -> str:
         return worst.reason
     counts = {o: sum(1 for f in files if f.outcome == o) for o in OUTCOMES}
     text = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
-    return text if worst.outcome == "verified" else f"{text}; {worst.name}: {worst.reason}"
+    return text if worst.outcome == "verified" else f"{text}; {worst.key}: {worst.reason}"
+
+
+def _named_over_unnamed(files: tuple[FileRecord, ...] | list[FileRecord]) -> list[FileRecord]:
+    """Drop the record of an archive whose name was not known once one with its name is here
+    (the same replica set): the named one says more."""
+    named_sets = {f.replica_set for f in files if f.name is not None and f.replica_set}
+    return [f for f in files if f.name is not None or f.replica_set not in named_sets]
 
 
 def merge_job(old: JobRecord, new: JobRecord) -> JobRecord:
     """An earlier record of a job updated by a later one: the later wins for the archives it
     names; the earlier one's other archives stay (another --only, or a job listed without
     its archives once its links are gone)."""
-    files = {f.name: f for f in old.files} | {f.name: f for f in new.files}
+    files = {f.key: f for f in old.files} | {f.key: f for f in new.files}
     info = {**old.info, **new.info}
     return JobRecord.of(
         new.id,
@@ -166,10 +180,10 @@ def merge_job(old: JobRecord, new: JobRecord) -> JobRecord:
 
 def combine_job(a: JobRecord, b: JobRecord) -> JobRecord:
     """Two hosts' records of one job: an archive counts where it was verified."""
-    files = {f.name: f for f in a.files}
+    files = {f.key: f for f in a.files}
     for f in b.files:
-        if f.name not in files or (f.outcome == "verified" != files[f.name].outcome):
-            files[f.name] = f
+        if f.key not in files or (f.outcome == "verified" != files[f.key].outcome):
+            files[f.key] = f
     if not files and b.outcome == "verified" != a.outcome:
         a = b
     return JobRecord.of(

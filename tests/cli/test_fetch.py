@@ -37,7 +37,7 @@ from fetcher.redact import display_url
 from fetcher.retry import RetryPolicy
 from fetcher.service.http import tls_context
 from fetcher.storage import LOCK_NAME, Destination
-from tests.atlasv2 import CLIENT_ID, CLIENT_SECRET, CLUSTER_V2, AtlasV2
+from tests.atlasv2 import CLIENT_ID, CLIENT_SECRET, CLUSTER_V2, AtlasV2, V2Job
 from tests.conftest import (
     Atlas,
     add_batch,
@@ -183,6 +183,8 @@ def test_sha1_mismatch_fails_with_exit_4_and_no_final_file(
     entry = next(j for j in _manifest(tmp_path)["jobs"] if j["id"] == bad["id"])  # type: ignore[attr-defined]
     assert entry["outcome"] == "failed" and entry["failure"] == "integrity"
     assert "SHA1 mismatch" in entry["reason"]
+    # What the check found in bytes that were deleted is not on record.
+    assert "archiveCheck" not in entry["files"][0] and "sha1" not in entry["files"][0]
     assert (tmp_path / "good.tar.gz").exists()
 
 
@@ -1807,6 +1809,66 @@ def test_a_corrupt_component_is_an_integrity_failure(
     assert torn_entry["archiveCheck"] == "failed" and torn_entry["archiveProblem"]
     assert "sha1" not in torn_entry  # its bytes are not under its final name
     assert (config["outcome"], config["archiveCheck"]) == ("verified", "passed")
+    # The readiness table still shows the component that is verified.
+    (row,) = [line for line in result.output.splitlines() if line.startswith(V2_CONFIG)]
+    assert V2_CONFIG in row.split()[1]
+
+
+def _components_without_links(atlas_v2: AtlasV2, *, expired: bool) -> None:
+    """From now on the API lists the job's components with no downloadUrl (expired, or
+    finished with its links not filled in yet)."""
+    render = atlas_v2.render
+
+    def without_links(job: V2Job) -> dict[str, Any]:
+        doc = render(job)
+        doc["expired"] = expired
+        for component in doc.get("components", []):
+            component["downloadUrl"] = None
+        return doc
+
+    atlas_v2.render = without_links  # type: ignore[method-assign]
+
+
+def test_expired_components_listed_without_links_are_checked_again_on_disk(
+    atlas_v2: AtlasV2, creds: None, tmp_path: Path
+) -> None:
+    job = atlas_v2.add((V2_SHARD, f"{CLUSTER_V2}-shard-1", V2_CONFIG))
+    dest = tmp_path / "out"
+    assert run_cli(*fetch_job(atlas_v2, job, dest)).exit_code == 0
+    _components_without_links(atlas_v2, expired=True)
+    shard = dest / f"{V2_SHARD}.tar.gz"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 1
+    shard.write_bytes(bytes(data))
+    again = run_cli(*fetch_job(atlas_v2, job, dest))
+    assert again.exit_code == 4, again.output + again.stderr
+    assert "no longer matches its SHA1" in again.output
+    (entry,) = manifest_doc(dest)["jobs"]
+    outcomes = {f["replicaSet"]: f["outcome"] for f in entry["files"]}
+    assert outcomes == {
+        V2_SHARD: "failed",
+        f"{CLUSTER_V2}-shard-1": "verified",
+        V2_CONFIG: "verified",
+    }
+    assert manifest_doc(dest)["complete"] is False
+
+
+def test_components_whose_names_are_not_known_yet_keep_the_job_incomplete(
+    atlas_v2: AtlasV2, creds: None, tmp_path: Path
+) -> None:
+    job = atlas_v2.add((V2_SHARD, V2_CONFIG))
+    _components_without_links(atlas_v2, expired=False)
+    dest = tmp_path / "out"
+    result = run_cli(*fetch_job(atlas_v2, job, dest, "--quiet"))
+    assert result.exit_code == 3, result.output + result.stderr
+    (entry,) = manifest_doc(dest)["jobs"]
+    assert entry["outcome"] == "skipped" and manifest_doc(dest)["complete"] is False
+    assert sorted((f["name"], f["replicaSet"]) for f in entry["files"]) == [
+        (None, V2_CONFIG),
+        (None, V2_SHARD),
+    ]
+    assert {f["reason"] for f in entry["files"]} == {"finished, but no download link yet"}
+    assert run_cli("verify", str(dest)).exit_code == 3
 
 
 def test_an_archive_of_another_replica_set_than_listed_is_refused(

@@ -63,3 +63,15 @@ def test_a_kept_part_is_published_when_its_late_sha1_matches(tmp_path: Path) -> 
         seen = ondisk.finish_kept_part(dest, NAME, sha1(data))
     assert seen is not None and seen.outcome == "verified"
     assert (tmp_path / NAME).read_bytes() == data and not (tmp_path / partial_name(NAME)).exists()
+
+
+def test_a_kept_part_that_matches_its_sha1_and_does_not_open_stays_a_part(
+    tmp_path: Path,
+) -> None:
+    data = gzip.compress(b"not a tar archive at all" * 100)
+    (tmp_path / partial_name(NAME)).write_bytes(data)
+    with Destination(tmp_path) as dest:
+        seen = ondisk.finish_kept_part(dest, NAME, sha1(data))
+    assert seen is not None and (seen.outcome, seen.failure) == ("failed", "integrity")
+    assert seen.sha1 is None  # nothing under the final name to check later
+    assert not (tmp_path / NAME).exists() and (tmp_path / partial_name(NAME)).exists()

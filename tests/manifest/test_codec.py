@@ -193,3 +193,61 @@ def test_a_document_fetcher_did_not_write_is_refused(
     (tmp_path / "manifest.json").write_text(json.dumps(doc))
     with Destination(tmp_path) as dest, pytest.raises(ManifestError):
         mf.load(dest)
+
+
+def test_a_version_1_entry_for_an_archive_not_named_yet_stays_one_of_the_job_s(
+    tmp_path: Path,
+) -> None:
+    # The config server's archive had no link yet: version 1 wrote an entry with its
+    # replica set and no file. It must keep the job incomplete.
+    waiting = {
+        "id": f"{JOB}:c-config-0",
+        "outcome": "skipped",
+        "reason": "finished, but no download link yet",
+        "files": [],
+        "jobId": JOB,
+        "replicaSetName": "c-config-0",
+    }
+    manifest = mf.parse({**V1, "jobs": [V1["jobs"][0], waiting]})
+    (job,) = manifest.jobs
+    assert job.outcome == "skipped" and not manifest.complete
+    unnamed = next(f for f in job.files if f.name is None)
+    assert (unnamed.replica_set, unnamed.reason) == ("c-config-0", waiting["reason"])
+    # Written and read again as version 2: the same.
+    with Destination(tmp_path) as dest:
+        written = mf.write(dest, manifest)
+        assert mf.load(dest) == written
+    entry = json.loads((tmp_path / "manifest.json").read_text())["jobs"][0]
+    assert {"name": None, "outcome": "skipped"}.items() <= next(
+        f for f in entry["files"] if f["name"] is None
+    ).items()
+
+
+@pytest.mark.parametrize("placeholder_first", [True, False])
+def test_a_version_1_entry_that_stood_for_the_whole_job_gives_way_whatever_its_place(
+    placeholder_first: bool,
+) -> None:
+    placeholder: dict[str, Any] = {
+        "id": JOB,
+        "outcome": "skipped",
+        "reason": "not finished yet",
+        "files": [],
+        "status": "IN_PROGRESS",
+        "timestamp": None,
+    }
+    split = [dict(e, timestamp={"date": "2026-11-28T09:00:00Z"}) for e in V1["jobs"][:2]]
+    jobs = [placeholder, *split] if placeholder_first else [*split, placeholder]
+    (job,) = mf.parse({**V1, "jobs": jobs}).jobs
+    assert job.outcome == "verified" and len(job.files) == 2
+    assert job.info["status"] == "FINISHED" and job.info["timestamp"] is not None
+
+
+def test_a_named_record_of_an_archive_takes_the_place_of_its_unnamed_one() -> None:
+    unnamed = FileRecord(None, "skipped", "no link yet", replica_set="c-config-0")
+    named = FileRecord(
+        "c-config-0.tar.gz", "verified", "downloaded", size=1, sha1=SHA, replica_set="c-config-0"
+    )
+    before = Manifest("g", "c", JOB, (JobRecord.of(JOB, (unnamed,), info={}),))
+    after = Manifest("g", "c", JOB, (JobRecord.of(JOB, (named,), info={}),))
+    (job,) = mf.merge(before, after).jobs
+    assert job.files == (named,) and job.outcome == "verified"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fetcher import manifest as mf
+from fetcher.checks.archive import ArchiveReport
 from fetcher.manifest import FileRecord, JobRecord
 
 JOB = "5c1b2c3d4e5f60718293a4b5"
@@ -53,3 +54,20 @@ def test_integrity_over_error_and_one_archive_gives_its_reason() -> None:
     # A job whose archives are not known yet speaks for itself.
     waiting = JobRecord.of(JOB, (), info={}, outcome="skipped", reason="not ready yet")
     assert (waiting.outcome, waiting.reason, waiting.files) == ("skipped", "not ready yet", ())
+
+
+def test_the_api_s_replica_set_comes_before_restore_info_s() -> None:
+    report = ArchiveReport(None, {"Replica Set": "inside-name"}, 5, 3)
+    listed = FileRecord(A, replica_set="c-shard-0").with_check(report)
+    assert (listed.archive_check, listed.replica_set, listed.content_bytes) == (
+        "passed",
+        "c-shard-0",
+        5,
+    )
+    assert FileRecord(A).with_check(report).replica_set == "inside-name"
+    failed = FileRecord(A).with_check(ArchiveReport("truncated gzip stream", None, 0, 0))
+    assert (failed.archive_check, failed.problem, failed.restore_info) == (
+        "failed",
+        "truncated gzip stream",
+        None,
+    )
