@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypedDict
 
 from fetcher.errors import UnsafeNameError
 from fetcher.manifest.document import MANIFEST_VERSION, Manifest, merge
@@ -56,7 +56,7 @@ def _without_superseded(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def parse_job_v2(entry: dict[str, Any]) -> JobRecord:
     """One jobs[] entry of a version-2 manifest."""
-    files = tuple(_file(f, **_outcome(f)) for f in _list(entry["files"]))
+    files = tuple(_file(f, _outcome(f)) for f in _list(entry["files"]))
     info = {k: v for k, v in entry.items() if k not in _JOB_KEYS}
     listed = {check_name(_text(n)) for n in _strings(entry.get("archiveNames", []))}
     return JobRecord.of(_text(entry["id"]), files, info=info, listed=listed, **_outcome(entry))
@@ -70,13 +70,15 @@ def parse_job_v1(entry: dict[str, Any]) -> JobRecord:
     its archive in `fileName`.
     """
     outcome = _outcome(entry)
-    counts: dict[str, Any] = {"attempts": _size(entry.get("attempts", 0))}
-    counts["resumed_bytes"] = _size(entry.get("resumedBytes", 0))
+    counts = _Counts(
+        attempts=_size(entry.get("attempts", 0)),
+        resumed_bytes=_size(entry.get("resumedBytes", 0)),
+    )
     info = {k: v for k, v in entry.items() if k not in _JOB_KEYS}
     job_id = _text(info.pop("jobId", entry["id"]))
     api_set = info.pop("replicaSetName", None)
     file_name = info.pop("fileName", None)
-    files = [_file(f, **outcome, **counts) for f in _list(entry["files"])]
+    files = [_file(f, outcome, counts) for f in _list(entry["files"])]
     if not files and file_name is not None:
         files = [FileRecord(check_name(_text(file_name)), **outcome, **counts)]
     if not files and api_set is not None and job_id != entry["id"]:
@@ -91,7 +93,22 @@ def _with_set(record: FileRecord, replica_set: str) -> FileRecord:
     return replace(record, replica_set=record.replica_set or replica_set)
 
 
-def _outcome(entry: dict[str, Any]) -> dict[str, Any]:
+class _Said(TypedDict):
+    """What an entry says it came to: a job's, a file's, or (version 1) the job's for its file."""
+
+    outcome: Outcome
+    reason: str
+    failure: Failure | None
+
+
+class _Counts(TypedDict):
+    """A transfer's counts, as version 1 kept them on the job."""
+
+    attempts: int
+    resumed_bytes: int
+
+
+def _outcome(entry: dict[str, Any]) -> _Said:
     outcome = entry["outcome"]
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
@@ -101,14 +118,16 @@ def _outcome(entry: dict[str, Any]) -> dict[str, Any]:
     return {"outcome": found, "reason": _text(entry.get("reason", "")), "failure": fail}
 
 
-def _file(obj: dict[str, Any], **given: Any) -> FileRecord:
-    """One files[] entry; the archive-check fields are absent from older manifests."""
+def _file(obj: dict[str, Any], said: _Said, counts: _Counts | None = None) -> FileRecord:
+    """One files[] entry; `counts` those version 1 kept on the job, else the file's own.
+    The archive-check fields are absent from older manifests."""
     size, sha1 = obj.get("size"), obj.get("sha1")
     if (size is None) != (sha1 is None):
         raise ValueError("a file has a size without a sha1, or a sha1 without a size")
-    if "attempts" in obj or "resumedBytes" in obj:  # version 2: counted per archive
-        given.update(
-            attempts=_size(obj.get("attempts", 0)), resumed_bytes=_size(obj.get("resumedBytes", 0))
+    if counts is None:  # version 2: counted per archive
+        counts = _Counts(
+            attempts=_size(obj.get("attempts", 0)),
+            resumed_bytes=_size(obj.get("resumedBytes", 0)),
         )
     check = obj.get("archiveCheck")
     if check not in (None, "passed", "failed"):
@@ -132,7 +151,8 @@ def _file(obj: dict[str, Any], **given: Any) -> FileRecord:
         replica_set=_text(replica_set) if replica_set is not None else None,
         restore_info=info if check == "passed" else None,
         content_bytes=(_size(content) if content is not None else 0) if check == "passed" else None,
-        **given,
+        **said,
+        **counts,
     )
 
 
