@@ -174,7 +174,7 @@ def merge_job(old: JobRecord, new: JobRecord) -> JobRecord:
         outcome=new.outcome,
         reason=new.reason,
         failure=new.failure,
-        listed={*old.listed, *new.listed},
+        listed=new.listed or old.listed,  # the latest listing of the job says what it has
     )
 
 
