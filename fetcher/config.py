@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fetcher.errors import ConfigError
+from fetcher.redact import bare_url
 
 DEFAULT_BASE_URL = "https://cloud.mongodb.com/api/atlas/v1.0"
 
@@ -35,6 +36,10 @@ class Credentials:
     private_key: str = field(repr=False)
     source: str = "environment"
 
+    def __post_init__(self) -> None:
+        check_credential("the public API key", self.public_key, self.source)
+        check_credential("the private API key", self.private_key, self.source)
+
 
 @dataclass(frozen=True)
 class ServiceAccount:
@@ -43,6 +48,10 @@ class ServiceAccount:
     client_id: str
     client_secret: str = field(repr=False)
     source: str = "environment"
+
+    def __post_init__(self) -> None:
+        check_credential("the client id", self.client_id, self.source)
+        check_credential("the client secret", self.client_secret, self.source)
 
 
 Auth = Credentials | ServiceAccount
@@ -72,13 +81,46 @@ class Settings:
 
 
 def normalise_base_url(url: str) -> str:
-    """Validate an API root and drop its trailing slash."""
+    """Validate an API root and drop its trailing slash.
+
+    No message quotes the user info of what was given: a password there stays off the screen.
+    """
+    if has_control(url) or any(c.isspace() for c in url):
+        raise ConfigError(f"--base-url {bare_url(url)!r} holds a control character or a space")
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        raise ConfigError(
+            f"--base-url {bare_url(url)!r} must not contain user info (a user or password):"
+            " credentials come from the environment, a profile or ~/.netrc"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"--base-url {bare_url(url)!r} has a bad port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--base-url must be an http(s) URL, got {url!r}")
-    if parts.username or parts.password:
-        raise ConfigError("--base-url must not contain credentials; use the environment")
+        raise ConfigError(f"--base-url must be an http(s) URL, got {bare_url(url)!r}")
     return url.rstrip("/")
+
+
+def has_control(value: str) -> bool:
+    """Whether a value holds what no HTTP header may: a control character (CR, LF, NUL, a tab,
+    DEL or a C1 code), all of which h11 refuses or splits on."""
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value)
+
+
+def check_credential(name: str, value: str, source: str) -> str:
+    """Refuse a credential that would break the request it goes into, before any request.
+
+    A key read with `$(cat key)` from a file with CRLF endings ends in CR: h11 would refuse
+    the header and quote it whole (with its Digest response) in its error. The message names
+    the variable and where it came from, never the value.
+    """
+    if has_control(value) or value != value.strip():
+        raise ConfigError(
+            f"{name} from {source} holds a control character or white space at an end (a CR"
+            " from a file with Windows line endings, say); remove it"
+        )
+    return value
 
 
 def load_credentials(

@@ -44,6 +44,20 @@ def display_url(url: str) -> str:
     return f"{origin(url)}/…/{name}" if name else origin(url)
 
 
+def bare_url(url: str, *, limit: int = 120) -> str:
+    """Show a URL given to fetcher (an API root) as it was, less its user info and query.
+
+    Any URL a message names goes through here (or origin, display_url, public_url, which
+    already leave user info out): a password typed into --base-url must not reach a terminal,
+    even in the error that refuses it. Works on what does not parse as a URL too.
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    text = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme or netloc else parts.path
+    text = printable(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def public_url(url: str) -> str:
     """Show a pre-signed link as origin + path: its query holds the signature."""
     return origin(url) + urlsplit(url).path

@@ -6,6 +6,7 @@ NETRC always point into tmp_path, so nothing of the user running the suite can l
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from fetcher.config import (
     default_group,
     load_credentials,
     load_profile,
+    normalise_base_url,
 )
 from fetcher.errors import ConfigError
 from tests.support import write_netrc
@@ -423,3 +425,32 @@ def test_netrc_is_the_third_source_of_credentials(tmp_path: Path) -> None:
     # An entry for another host is not for us.
     with pytest.raises(ConfigError, match="no API credentials"):
         load_credentials(env, "https://other.example/api/public/v1.0")
+
+
+@pytest.mark.parametrize("value", ["secret\r", "sec\x00ret", "secret\n", " secret", "sec\x85ret"])
+def test_a_credential_with_a_control_character_is_refused_from_every_source(
+    tmp_path: Path, value: str
+) -> None:
+    base = "https://api.example/api/public/v1.0"
+    toml = value.encode("unicode_escape").decode().replace("\\x", "\\u00")
+    env = _env(tmp_path)
+    _write(env, f'[default]\npublic_api_key = "pub"\nprivate_api_key = "{toml}"\n')
+    with pytest.raises(ConfigError, match=r"private API key from .*control character") as caught:
+        load_credentials(env, base)
+    assert "secret" not in str(caught.value)
+    pair = {"MONGODB_ATLAS_CLIENT_ID": "mdb_sa_id_1", "MONGODB_ATLAS_CLIENT_SECRET": value}
+    if "\x00" not in value:  # no environment holds a NUL
+        with pytest.raises(ConfigError, match="MONGODB_ATLAS_CLIENT_SECRET"):
+            load_credentials({**env, **pair}, base)
+    if not any(c.isspace() for c in value):  # netrc splits on white space
+        path = write_netrc(tmp_path, f"machine api.example login user password {value}\n")
+        with pytest.raises(ConfigError, match=re.escape(str(path))):
+            load_credentials({"NETRC": str(path), "HOME": str(tmp_path / "none")}, base)
+
+
+def test_a_base_url_is_shown_without_its_user_info() -> None:
+    for url in ("htps://admin:S3cretPW@host/api", "https://admin:S3cretPW@host/api"):
+        with pytest.raises(ConfigError, match="--base-url") as caught:
+            normalise_base_url(url)
+        assert "S3cretPW" not in str(caught.value) and "admin" not in str(caught.value)
+    assert normalise_base_url("https://host/api/") == "https://host/api"

@@ -29,6 +29,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# httpx is not imported here (`fetcher verify` needs none): its errors are known by module.
+_HTTP_MODULES = frozenset({"httpx", "httpcore", "h11"})
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"fetcher: error: {shown(message)}", err=True)
     sys.exit(code)
@@ -69,6 +73,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:
             if os.environ.get("FETCHER_DEBUG"):
                 raise
+            if type(exc).__module__.split(".")[0] in _HTTP_MODULES:
+                # h11's protocol errors quote the header or line they refuse: the class alone.
+                _fail(f"the connection failed ({type(exc).__name__})", 1)
             _fail(
                 f"internal error ({type(exc).__name__}: {exc}); set FETCHER_DEBUG=1 for details", 1
             )

@@ -22,6 +22,7 @@ from fetcher.service.model import RestoreJob
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PAGES = 1000
+MAX_JOBS = 100_000  # jobs one listing may hold: each is kept, parsed, until the listing ends
 MAX_REDIRECTS = 5
 ITEMS_PER_PAGE = 100  # the maximum every service accepts
 
@@ -89,6 +90,7 @@ class RestoreJobsClient:
         limiter: RateLimiter | None = None,
         max_body: int = MAX_BODY_BYTES,
         max_pages: int = MAX_PAGES,
+        max_jobs: int = MAX_JOBS,
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
@@ -98,6 +100,7 @@ class RestoreJobsClient:
         self._limiter = limiter or RateLimiter()
         self._max_body = max_body
         self._max_pages = max_pages
+        self._max_jobs = max_jobs
         # One request at a time: digest nonce counts are shared state, and calls are few.
         self._lock = threading.Lock()
 
@@ -115,7 +118,13 @@ class RestoreJobsClient:
         if batch_id:
             params["batchId"] = batch_id
         jobs: dict[str, RestoreJob] = {}
+        read = 0
         for page in self._pages(self.jobs_url(group, cluster), params):
+            read += len(page)
+            if read > self._max_jobs:
+                raise ApiError(
+                    f"the API listed more than {self._max_jobs} restore jobs; refusing the rest"
+                )
             for item in page:
                 job = self.dialect.parse(item, group, cluster)
                 # The server may ignore the filter: keep only what was asked for.
@@ -294,9 +303,15 @@ def _size_text(n: int) -> str:
 
 
 def _describe(exc: httpx.TransportError) -> str:
-    # httpx messages name no URL, but keep them short and free of anything request-specific.
+    """A transport error in a few words that quote nothing of the request or the answer.
+
+    h11's protocol errors quote the header they refuse (a Digest Authorization, say) or the
+    line they could not read: only their class is shown.
+    """
+    if isinstance(exc, httpx.ProtocolError):
+        return f"{type(exc).__name__} (the exchange broke HTTP/1.1)"
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {printable(text)[:200]}" if text else type(exc).__name__
 
 
 def _error_for(status: int, body: bytes) -> ApiError:

@@ -377,3 +377,60 @@ def test_a_dir_that_is_a_file(atlas: Atlas, creds: None, tmp_path: Path) -> None
     assert "not a directory" in one_line_error(run_cli("verify", str(plain)))
     assert plain.read_bytes() == PRECIOUS
     assert not atlas.pull.log
+
+
+# -- control characters and user info are refused before any request (issue 19) ------------------
+
+
+@pytest.mark.parametrize("suffix", ["\r", "\n", "\t", "\x7f"])  # NUL: no env holds one
+def test_a_private_key_with_a_control_character_is_a_usage_error_before_any_request(
+    atlas: Atlas, creds: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    # `$(cat key)` of a file with CRLF endings: h11 refused the Digest header and quoted it.
+    atlas.add("a.tar.gz")
+    monkeypatch.setenv("MONGODB_ATLAS_PRIVATE_API_KEY", PRIVATE_KEY + suffix)
+    result = run_cli(*fetch_args(atlas, tmp_path / "d"))
+    line = one_line_error(result, code=2)
+    assert "MONGODB_ATLAS_PRIVATE_API_KEY" in line and "control character" in line
+    assert "Digest" not in result.stderr and PRIVATE_KEY not in result.stderr
+    assert atlas.gate.challenges == 0 and atlas.gate.accepted == 0  # not one request
+
+
+def test_a_public_key_with_a_line_feed_is_a_usage_error(
+    atlas: Atlas, creds: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MONGODB_ATLAS_PUBLIC_API_KEY", PUBLIC_KEY + "\nX-Injected: 1")
+    line = one_line_error(run_cli(*list_args(atlas.base_url)), code=2)
+    assert "public API key" in line and "X-Injected" not in line
+    assert atlas.gate.challenges == 0 and atlas.gate.accepted == 0
+
+
+def test_a_base_url_with_a_control_character_is_a_usage_error(atlas: Atlas, creds: None) -> None:
+    line = one_line_error(run_cli(*list_args(atlas.base_url + "\r\nHost: evil")), code=2)
+    assert "--base-url" in line and "control character" in line
+    assert atlas.gate.challenges == 0 and atlas.gate.accepted == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "htps://admin:S3cretPW@host/api",
+        "https://admin:S3cretPW@host/api",
+        "http://admin:S3cretPW@h:x/",
+    ],
+)
+def test_a_base_url_is_never_echoed_with_its_password(creds: None, url: str) -> None:
+    result = run_cli(*list_args(url))
+    line = one_line_error(result, code=2)
+    assert "--base-url" in line
+    assert "S3cretPW" not in result.stdout + result.stderr
+    assert "admin" not in result.stdout + result.stderr
+
+
+def test_user_info_in_the_api_root_is_refused_and_says_where_credentials_go(
+    atlas: Atlas, creds: None
+) -> None:
+    root = atlas.base_url.replace("://", "://admin:S3cretPW@")
+    line = one_line_error(run_cli(*list_args(root)), code=2)
+    assert "user info" in line and "environment" in line and "S3cretPW" not in line
+    assert atlas.gate.challenges == 0 and atlas.gate.accepted == 0

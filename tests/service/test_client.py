@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import socket
+import threading
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +31,7 @@ from tests.support import (
     api_base,
     api_job,
     job_json,
+    new_id,
     page,
     results_body,
 )
@@ -274,3 +278,53 @@ def test_a_next_link_loop_is_caught_on_its_second_lap(httpserver: HTTPServer) ->
         with pytest.raises(ApiError, match="loops"):
             client.list_jobs(GROUP, CLUSTER)
     assert len(httpserver.log) == 2
+
+
+def test_a_protocol_error_is_one_line_that_quotes_nothing_of_the_exchange() -> None:
+    # A server whose answer breaks HTTP/1.1: h11's error quotes the line it could not read.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nQUOTED-LEAK no colon\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    settings = Settings(base_url=f"http://127.0.0.1:{port}/api", retries=0)
+    try:
+        with api_client(settings, Credentials(PUBLIC_KEY, PRIVATE_KEY)) as http:
+            client = RestoreJobsClient(
+                http, settings.base_url, policy=RetryPolicy(retries=0, sleep=lambda s: None)
+            )
+            with pytest.raises(ApiError) as caught:
+                client.list_jobs(GROUP, CLUSTER)
+    finally:
+        listener.close()
+    message = str(caught.value)
+    assert "RemoteProtocolError" in message and "\n" not in message
+    assert "QUOTED-LEAK" not in message and "bytearray" not in message
+
+
+def test_a_listing_holds_at_most_max_jobs(httpserver: HTTPServer) -> None:
+    served: list[int] = []
+
+    def pages(request: Request) -> Response:
+        served.append(1)
+        href = httpserver.url_for(JOBS_PATH) + f"?pageNum={len(served) + 1}"
+        jobs = [api_job(id=new_id()) for _ in range(3)]
+        body = page(jobs, next_href=href if len(served) < 4 else None)
+        return Response(json.dumps(body), 200, content_type="application/json")
+
+    httpserver.expect_request(JOBS_PATH).respond_with_handler(pages)
+    for client in _library_client(api_base(httpserver), max_jobs=12):
+        assert len(client.list_jobs(GROUP, CLUSTER)) == 12  # the bound itself is fine
+    served.clear()
+    for client in _library_client(api_base(httpserver), max_jobs=7):
+        with pytest.raises(ApiError, match="more than 7 restore jobs") as caught:
+            client.list_jobs(GROUP, CLUSTER)
+        assert "\n" not in str(caught.value)
+    assert len(served) == 3  # stopped at the page that went past it
