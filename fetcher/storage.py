@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -107,27 +108,63 @@ class Destination:
         """Open a file for reading and writing, creating it, with no other name sharing it.
 
         O_NOFOLLOW stops a planted symlink, not a planted hard link: writing (or truncating)
-        through one would change a file outside the directory. A shared inode is unlinked
-        and a new, empty file takes its place. A file others may read (a partial file an
-        older version left at 0644) is made private before anything more is written to it;
-        one that cannot be (another user's) is replaced like a shared one.
+        through one would change a file outside the directory. A file with a second hard
+        link, or of another owner (root could write it, and it would stay theirs), is set
+        aside (see set_aside_foreign) and a new, empty file takes its place. A file others
+        may read (a partial file an older version left at 0644) is made private before
+        anything more is written to it.
         """
+        self.set_aside_foreign(name)
         fd = self.open(name, os.O_RDWR | os.O_CREAT)
         try:
             st = os.fstat(fd)
-            if _is_regular(st.st_mode) and st.st_nlink == 1:
+            if _is_regular(st.st_mode) and _foreign(st) is None:
                 mode = stat.S_IMODE(st.st_mode)
                 if mode & 0o077:  # group or others may read it: keep the owner's bits only
                     os.fchmod(fd, mode & 0o700)  # 0644 becomes 0600
                 return fd
-        except PermissionError:
-            pass  # not ours to chmod: replaced below
         except BaseException:
             os.close(fd)
             raise
-        os.close(fd)
-        self.remove(name)
+        os.close(fd)  # planted between the look and the open: set aside in its turn
+        self.set_aside_foreign(name)
         return self.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+
+    def set_aside_foreign(self, name: str) -> str | None:
+        """Rename a file fetcher must not adopt out of the way; return its new name.
+
+        A file of another owner, or a regular file with more than one hard link, is never
+        resumed, read as state or appended to: it is renamed NAME.foreign-TIME (kept for
+        the operator, not deleted), and fetcher starts that file afresh. None when the file
+        is absent or fetcher's own. When it cannot be renamed (a sticky directory, say), the
+        run stops with one line saying why.
+        """
+        try:
+            why = _foreign(os.stat(name, dir_fd=self.fd, follow_symlinks=False))
+        except FileNotFoundError:
+            return None
+        if why is None:
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside, n = f"{name}.foreign-{stamp}", 1
+        while self._lexists(aside):
+            aside, n = f"{name}.foreign-{stamp}-{n}", n + 1
+        try:
+            os.rename(name, aside, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            self.sync()
+        except OSError as exc:
+            raise FetcherError(
+                f"{self.path / name} {why}: fetcher does not adopt it, and cannot set it aside"
+                f" ({exc.strerror or type(exc).__name__}); remove it and run again"
+            ) from None
+        return aside
+
+    def _lexists(self, name: str) -> bool:
+        try:
+            os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
     def exists(self, name: str) -> bool:
         """Return True if a regular file of that name is in the directory."""
@@ -325,6 +362,15 @@ class SpaceGuard:
 
 def _mib(n: int) -> int:
     return (n + 1024 * 1024 - 1) // (1024 * 1024)
+
+
+def _foreign(st: os.stat_result) -> str | None:
+    """Why a file is not fetcher's to adopt (another owner, a shared inode), or None."""
+    if st.st_uid != os.geteuid():
+        return f"belongs to uid {st.st_uid}, not to the user fetcher runs as"
+    if _is_regular(st.st_mode) and st.st_nlink > 1:
+        return f"has {st.st_nlink} hard links"
+    return None
 
 
 def _is_regular(mode: int) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fetcher.redact import MASK, Redactor, display_url, origin, printable
+from fetcher.redact import MASK, Redactor, bare_url, display_url, origin, printable
 from tests.support import new_id
 
 # -- redaction -------------------------------------------------------------------------------
@@ -30,3 +30,11 @@ def test_origin_is_total_and_normalised() -> None:
 
 def test_printable_keeps_one_line_and_no_escapes() -> None:
     assert printable("a\x1b[2Jb\r\nc\u202ed\ud800") == "a?[2Jb  c?d?"
+
+
+def test_bare_url_drops_user_info_and_query_even_from_what_does_not_parse() -> None:
+    assert bare_url("htps://admin:S3cretPW@host/api?k=v") == "htps://host/api"
+    assert bare_url("https://a:b@c@host:8443/api") == "https://host:8443/api"
+    assert bare_url("https://host/api\x00\x1b") == "https://host/api??"
+    assert bare_url("no scheme at all") == "no scheme at all"
+    assert bare_url("https://host/" + "a" * 200).endswith("...")

@@ -4,12 +4,15 @@ shrinks under it without dying of SIGBUS (issue 8, point 6)."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from fetcher import storage
+from fetcher.errors import FetcherError
 from fetcher.names import partial_name, state_name
 from fetcher.storage import HASH_BLOCK, HASH_BUFFERS, LOCK_NAME, Destination
 from tests.support import file_mode, sha1, write_manifest
@@ -181,3 +184,72 @@ def test_hash_fd_stops_where_a_shrinking_file_ends(tmp_path: Path) -> None:
         os.close(fd)
 
     assert (done, digest.hexdigest()) == (cut, sha1(data[:cut]))
+
+
+# -- issue 19: files of another user, or with a second hard link, are never adopted ------------
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
+
+
+def _plant(tmp_path: Path, name: str, how: str) -> Path:
+    planted = tmp_path / name
+    planted.write_bytes(b"planted by someone else")
+    if how == "owner":
+        os.chown(planted, NOBODY, NOBODY)
+    else:
+        os.link(planted, tmp_path.parent / f"{tmp_path.name}-elsewhere")
+    return planted
+
+
+@needs_root
+@pytest.mark.parametrize("how", ["owner", "hard-link"])
+def test_a_partial_file_of_another_user_or_with_two_links_is_set_aside(
+    tmp_path: Path, how: str
+) -> None:
+    name = partial_name("rs0.tar.gz")
+    planted = _plant(tmp_path, name, how)
+    inode = planted.stat().st_ino
+    with Destination(tmp_path) as dest:
+        fd = dest.open_private(name)
+        try:
+            st = os.fstat(fd)
+            assert st.st_size == 0 and st.st_ino != inode  # a new file, not theirs
+            assert (st.st_uid, st.st_nlink) == (os.getuid(), 1)
+        finally:
+            os.close(fd)
+    (aside,) = tmp_path.glob(f"{name}.foreign-*")
+    assert aside.stat().st_ino == inode and aside.read_bytes() == b"planted by someone else"
+
+
+@needs_root
+def test_a_state_file_of_another_user_is_set_aside_and_the_own_stays(tmp_path: Path) -> None:
+    name = state_name("rs0.tar.gz")
+    _plant(tmp_path, name, "owner")
+    with Destination(tmp_path) as dest:
+        aside = dest.set_aside_foreign(name)
+        assert aside is not None and aside.startswith(f"{name}.foreign-")
+        assert not dest.exists(name)
+        dest.write_atomic(name, b"{}")
+        assert dest.set_aside_foreign(name) is None  # fetcher's own file stays where it is
+        assert dest.set_aside_foreign("absent") is None
+    assert (tmp_path / name).stat().st_uid == os.getuid()
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr")
+def test_a_foreign_file_that_cannot_be_set_aside_stops_the_run_with_one_line(
+    tmp_path: Path,
+) -> None:
+    name = partial_name("rs0.tar.gz")
+    planted = _plant(tmp_path, name, "owner")
+    if subprocess.run(["chattr", "+i", str(planted)], capture_output=True).returncode:
+        pytest.skip("the file system has no immutable flag")
+    try:
+        with Destination(tmp_path) as dest, pytest.raises(FetcherError) as caught:
+            dest.open_private(name)
+    finally:
+        subprocess.run(["chattr", "-i", str(planted)], check=True)
+    message = str(caught.value)
+    assert "\n" not in message and "uid 65534" in message and "cannot set it aside" in message
+    assert planted.read_bytes() == b"planted by someone else"

@@ -30,6 +30,16 @@ def content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, int(total)
 
 
+def range_size(value: str | None) -> int | None:
+    """The number of bytes 'bytes START-END/TOTAL' says the body holds; None when malformed.
+
+    A body longer than this is cut here: what lies past the range's end is not the file's.
+    """
+    start, _ = content_range(value)
+    match = _CONTENT_RANGE.match(value or "")
+    return int(match[2]) - start + 1 if start is not None and match else None
+
+
 def unsatisfied_range(value: str | None) -> int | None:
     """Parse a 416's 'bytes */TOTAL' into TOTAL."""
     match = _UNSATISFIED_RANGE.match(value or "")

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from fetcher.engine.answers import content_range, if_range
+from fetcher.engine.answers import content_range, if_range, range_size
 from fetcher.engine.part import PartState
 from fetcher.engine.plan import Interval, Plan, Segment, merge
 from fetcher.engine.ring import Ring, feed
@@ -274,6 +274,8 @@ class MultiDownload:
         headers = request_headers(self._source, byte_range, self._validator())
         with self._client.stream("GET", self._source.url, headers=headers) as response:
             self._accept(response, segment.cursor, plan.size)
+            # Nothing past the range's end is the file's, whatever the body goes on with.
+            declared = segment.cursor + (range_size(response.headers.get("content-range")) or 0)
             # A server may send less than asked (some cap each range): what it promised.
             promised = segment.cursor + (content_length(response) or plan.room(segment))
             # Through httpx, read to the end: the connection then serves the next piece
@@ -283,7 +285,7 @@ class MultiDownload:
                 chunk = memoryview(data)
                 if self._halt.is_set():
                     return
-                piece = chunk[: plan.room(segment)]
+                piece = chunk[: min(plan.room(segment), declared - segment.cursor)]
                 view, at = piece, segment.cursor
                 while view:
                     n = os.pwrite(fd, view, at)
@@ -291,6 +293,8 @@ class MultiDownload:
                 plan.advance(segment, len(piece))
                 with self._lock:
                     self._downloaded += len(piece)
+                if len(piece) < len(chunk) and at >= declared:
+                    raise _Retry("body longer than its Content-Range")
                 if len(piece) < len(chunk) or (plan.room(segment) <= 0 and at < promised):
                     return  # the rest of this range is another worker's now (a split)
         if plan.room(segment) > 0 and segment.cursor < promised:
@@ -374,7 +378,8 @@ class MultiDownload:
                         if total is None or total > MAX_ARCHIVE_BYTES:
                             raise _NoRanges()
                         if self._near_single and _answered_within(marks, self._near_seconds):
-                            response.read()  # its one byte: the connection serves the download
+                            if content_length(response) == 1:  # never a long body into memory
+                                response.read()  # its one byte: the connection serves on
                             raise _Near()
                         self._etag = response.headers.get("etag")
                         self._last_modified = response.headers.get("last-modified")
@@ -403,6 +408,7 @@ class MultiDownload:
 
     def _resume_point(self, fd: int) -> tuple[int | None, list[Interval]]:
         """The size and written ranges a usable state file gives, or (None, [])."""
+        self._dest.set_aside_foreign(self._state_name)  # another user's state is not ours
         try:
             doc = self._dest.read_json(self._state_name, limit=1024 * 1024)
         except (ValueError, OSError):

@@ -128,8 +128,17 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
             _FADVISE(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
-def read_body(response: httpx.Response, writer: BodyWriter) -> Iterator[int]:
+class OverlongBody(Exception):
+    """The body went on past the bytes its headers promised; what came after was not kept."""
+
+
+def read_body(
+    response: httpx.Response, writer: BodyWriter, limit: int | None = None
+) -> Iterator[int]:
     """Move the body into the writer's buffers; yield the size of each piece as it arrives.
+
+    At most `limit` bytes (what a 206's Content-Range covers) reach the writer: a body that
+    goes on past them raises OverlongBody once they are in, and its rest is never read.
 
     Through httpx, every socket read is copied three times in Python (into h11's buffer, out
     of it, into bytes). For an HTTP/1.1 body of known length only the first piece comes that
@@ -141,21 +150,43 @@ def read_body(response: httpx.Response, writer: BodyWriter) -> Iterator[int]:
     raw = response.iter_raw()
     sock = body_socket(response)
     length = content_length(response)
+    room = limit
     if sock is not None and length is not None:
         first = next(raw, b"")
+        if room is not None and len(first) > room:
+            first = first[:room]
+            length = room + 1  # whatever the rest, it is too long: no socket read
         if first:
             writer.put(first)
             yield len(first)
+        if room is not None and length > room:
+            if room > len(first):
+                yield from _body_socket(response, sock, writer, room - len(first))
+            raise OverlongBody()
         if length > len(first):
-            # An error the connection met after the bytes httpx returned comes first.
-            take_error = getattr(response.extensions.get("network_stream"), "take_error", None)
-            error = take_error() if take_error is not None else None
-            yield from _read_socket(sock, writer, length - len(first), response.request, error)
+            yield from _body_socket(response, sock, writer, length - len(first))
             return
+        room = None if room is None else room - len(first)
     for chunk in raw:  # all of the body, or (when the first piece was all) its end
+        if room is not None and len(chunk) > room:
+            if room:
+                writer.put(chunk[:room])
+                writer.flush()
+                yield room
+            raise OverlongBody()
         writer.put(chunk)
         writer.flush()  # no telling when the next chunk comes: write this one now
         yield len(chunk)
+        room = None if room is None else room - len(chunk)
+
+
+def _body_socket(
+    response: httpx.Response, sock: socket.socket, writer: BodyWriter, remaining: int
+) -> Iterator[int]:
+    # An error the connection met after the bytes httpx returned comes first.
+    take_error = getattr(response.extensions.get("network_stream"), "take_error", None)
+    error = take_error() if take_error is not None else None
+    yield from _read_socket(sock, writer, remaining, response.request, error)
 
 
 def _read_socket(

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 import httpx
 
 from fetcher.checks.archive import ArchiveCheck, ArchiveReport
-from fetcher.engine.answers import content_range, if_range, unsatisfied_range
+from fetcher.engine.answers import content_range, if_range, range_size, unsatisfied_range
 from fetcher.engine.part import PartState
-from fetcher.engine.stream import BodyWriter, Write, content_length, read_body
+from fetcher.engine.stream import BodyWriter, OverlongBody, Write, content_length, read_body
 from fetcher.errors import DiskSpaceError, FetcherError, TransferError
 from fetcher.names import partial_name, state_name
 from fetcher.retry import RetryPolicy, certificate_error, is_retryable_status, parse_retry_after
@@ -169,6 +169,7 @@ class Download:
         return fd
 
     def _load_state(self) -> PartState | None:
+        self.dest.set_aside_foreign(self._state_name)  # another user's state is not ours
         try:
             return PartState.from_json(self.dest.read_json(self._state_name, limit=64 * 1024))
         except (ValueError, OSError):
@@ -364,8 +365,9 @@ class Download:
             self.space.reserve(self.name, total - self._offset, where=str(self.dest.path))
         writer = BodyWriter(fd, self._digest, self._offset, self._write, self._check)
         next_report = 0.0
+        overlong = False
         try:
-            for n in read_body(response, writer):
+            for n in read_body(response, writer, self._limit(response, total)):
                 self._offset += n
                 self._downloaded += n
                 now = self._clock()
@@ -374,6 +376,8 @@ class Download:
                     self._progress(self._offset, total)
                     if self.space is not None and total is not None:
                         self.space.update(self.name, total - self._offset)
+        except OverlongBody:
+            overlong = True  # what the range covers is kept; the rest was never written
         finally:
             try:
                 writer.close()
@@ -381,12 +385,20 @@ class Download:
                 # Whatever happened, the offset is what is on disk, hashed.
                 self._offset = writer.written
         self._progress(self._offset, total)
+        if overlong:
+            raise _Retry("body longer than its Content-Range")
         if total is not None and self._offset != total:
             raise _Retry(f"short body ({self._offset} of {total} bytes)")
         if total is None:
             self._state.size = self._offset  # chunked body that ended cleanly
             os.fsync(fd)  # data first, then the state that calls it complete
             self._save_state()
+
+    def _limit(self, response: httpx.Response, total: int | None) -> int | None:
+        """The most body bytes this answer may bring: its range, else the rest of the file."""
+        if response.status_code == 206:
+            return range_size(response.headers.get("content-range"))
+        return None if total is None else total - self._offset
 
     def os_error(self, exc: OSError) -> FetcherError:
         where = self.dest.path / self._part

@@ -147,6 +147,7 @@ def recover(dest: Destination, target: Manifest, *, note: Callable[[str], None])
     An unreadable manifest (or journal) is kept aside for the operator and rebuilt from what
     is on disk; one of another batch stops the fetch before anything is written.
     """
+    dest.set_aside_foreign(JOURNAL_NAME)  # another user's journal records nothing of ours
     recovering = dest.exists(JOURNAL_NAME)  # a run was killed before its end
     try:
         old = load(dest)

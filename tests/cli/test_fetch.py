@@ -2176,6 +2176,27 @@ def test_a_planted_hard_link_is_not_written_through(
     assert json.loads((dest / MANIFEST_NAME).read_text())["complete"] is True
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
+def test_files_of_another_user_are_not_adopted_and_everything_finished_is_the_runners(
+    atlas: Atlas, creds: None, tmp_path: Path
+) -> None:
+    name = "rs0.tar.gz"
+    atlas.add(name)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    data = atlas.archives[name]
+    for planted, text in ((partial_name(name), data[:100]), (mf.JOURNAL_NAME, b"{}\n")):
+        (dest / planted).write_bytes(text)
+        os.chown(dest / planted, 65534, 65534)
+    result = run_cli(*fetch_args(atlas, dest))
+    assert result.exit_code == 0, result.stderr
+    assert (dest / name).read_bytes() == data
+    for finished in (name, MANIFEST_NAME):
+        assert (dest / finished).stat().st_uid == os.getuid()
+    assert len(list(dest.glob(f"{partial_name(name)}.foreign-*"))) == 1
+    assert len(list(dest.glob(f"{mf.JOURNAL_NAME}.foreign-*"))) == 1
+
+
 def test_a_planted_fifo_does_not_hang_verify_or_fetch(
     atlas: Atlas, creds: None, tmp_path: Path
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fetcher.engine.answers import content_range, if_range, unsatisfied_range
+from fetcher.engine.answers import content_range, if_range, range_size, unsatisfied_range
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,10 @@ def test_a_416_says_the_length_and_if_range_takes_only_a_strong_etag() -> None:
     assert if_range('"abc"', "Tue, 01 Dec 2026 10:00:00 GMT") == '"abc"'
     assert if_range('W/"abc"', "Tue, 01 Dec 2026 10:00:00 GMT") == "Tue, 01 Dec 2026 10:00:00 GMT"
     assert if_range(None, None) is None
+
+
+def test_range_size_is_what_the_content_range_covers() -> None:
+    assert range_size("bytes 0-9/10") == 10
+    assert range_size("bytes 5-9/2000000") == 5
+    assert range_size("bytes 9-5/10") is None and range_size("bytes */10") is None
+    assert range_size(None) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -270,3 +271,38 @@ def test_one_connection_continues_the_whole_start_of_a_several_connection_run(
     (served,) = pull.requests_for(PATH)
     assert served.headers.get("range") == f"bytes={whole}-"
     assert served.headers.get("if-range")
+
+
+def test_a_range_answer_longer_than_its_content_range_writes_nothing_past_it(
+    client: httpx.Client, dest: Destination, pull: PullServer, archive: bytes
+) -> None:
+    resource = pull.add(PATH, archive)
+    resource.by_start[0] = [Fault(), Fault(overlong=2_000_000)]  # the probe, then the range
+    sleeps = Sleeps()
+    result = fetch(client, dest, pull, sleeps=sleeps)
+    assert result.sha1 == sha1(archive) and result.size == len(archive)
+    part = dest.path / partial_name(NAME)
+    assert part.stat().st_size == len(archive) and b"\xee" * 64 not in part.read_bytes()
+    first = [s for s in pull.requests_for(PATH) if s.headers.get("range", "")[:8] == "bytes=0-"]
+    asked = first[1].headers["range"].removeprefix("bytes=0-")
+    assert first[1].sent > int(asked) + 1  # the server went on past the range
+    assert sleeps.calls  # counted as broken, as a short body is
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
+@pytest.mark.parametrize("planted", ["part", "state"])
+def test_a_partial_file_or_state_of_another_user_is_not_continued(
+    client: httpx.Client, dest: Destination, pull: PullServer, archive: bytes, planted: str
+) -> None:
+    resource = pull.add(PATH, archive)
+    resource.faults = [Fault(drop_after=3 * MiB)]
+    with pytest.raises(TransferError):
+        one_connection(client, dest, pull, retries=0, sleeps=Sleeps()).run()
+    name = partial_name(NAME) if planted == "part" else state_name(NAME)
+    os.chown(dest.path / name, 65534, 65534)
+    pull.log.clear()
+    result = fetch(client, dest, pull)
+    assert result.sha1 == sha1(archive) and result.resumed_bytes == 0
+    assert (dest.path / partial_name(NAME)).stat().st_uid == os.getuid()
+    (aside,) = dest.path.glob(f"{name}.foreign-*")
+    assert aside.stat().st_uid == 65534

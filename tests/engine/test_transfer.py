@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,33 @@ def test_206_at_the_wrong_place_is_not_spliced(
     assert statuses(pull) == [200, 206, 200]
     assert sent(pull)[2] == len(archive)
     assert result.resumed_bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "keep"),
+    [pytest.param(b"0123456789", 5, id="ten-bytes"), pytest.param(None, 300 * KiB, id="archive")],
+)
+def test_a_206_longer_than_its_content_range_is_cut_at_the_range_end_and_retried(
+    pull: PullServer,
+    client: httpx.Client,
+    dest: Destination,
+    sleeps: Sleeps,
+    archive: bytes,
+    data: bytes | None,
+    keep: int,
+) -> None:
+    data = archive if data is None else data
+    serve(pull, data, Fault(drop_after=keep), Fault(overlong=2_000_000))
+    sizes: list[int] = []
+    pull.on_request = lambda served: sizes.append(part(dest).stat().st_size)
+
+    result = download(client, dest, pull, sleeps).run()
+
+    assert_complete(result, dest, data)
+    assert statuses(pull) == [200, 206]  # then the range is all there: the SHA1 decides
+    assert sent(pull)[1] > len(data) - keep  # the server went on past the range
+    assert max(sizes) <= len(data) and part(dest).stat().st_size == len(data)
+    assert len(sleeps.calls) == 2  # the overlong answer counted as broken, as a short one is
 
 
 # -- 4. 416 ----------------------------------------------------------------------------------
@@ -537,3 +565,29 @@ def test_gzip_content_encoding_is_stored_raw(
     assert [s.headers.get("accept-encoding") for s in pull.requests_for(PATH)] == ["identity"] * 2
     assert ranges(pull) == [None, f"bytes={100 * KiB}-"]
     assert pull.bytes_sent(PATH) == len(archive)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
+@pytest.mark.parametrize("planted", ["part", "state"])
+def test_a_partial_file_or_state_of_another_user_is_not_resumed(
+    pull: PullServer,
+    client: httpx.Client,
+    dest: Destination,
+    sleeps: Sleeps,
+    archive: bytes,
+    planted: str,
+) -> None:
+    leave_partial(client, dest, pull, archive, keep=300 * KiB)
+    state = dest.path / state_name(NAME)
+    os.chown(part(dest) if planted == "part" else state, 65534, 65534)
+    pull.log.clear()
+    serve(pull, archive)
+
+    result = download(client, dest, pull, sleeps).run()
+
+    assert_complete(result, dest, archive)
+    assert ranges(pull) == [None] and result.resumed_bytes == 0  # started afresh
+    assert part(dest).stat().st_uid == os.getuid() and part(dest).stat().st_nlink == 1
+    foreign = f"{(part(dest) if planted == 'part' else state).name}.foreign-*"
+    (aside,) = dest.path.glob(foreign)
+    assert aside.stat().st_uid == 65534  # kept for the operator, not deleted

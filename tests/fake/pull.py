@@ -158,6 +158,9 @@ class Fault:
     content_length: str | None = None  # announce this Content-Length (the body stays the file)
     rate: int | None = None  # send at most this many bytes a second (a slow connection)
     delay: float = 0.0  # wait this long before answering (a server far away)
+    # A 206 that goes on past its range: this many 0xEE bytes after the range's own (its
+    # Content-Length counts them, its Content-Range does not).
+    overlong: int = 0
 
 
 @dataclass
@@ -306,6 +309,8 @@ class PullServer:
             extra["Content-Encoding"] = resource.content_encoding
         extra.update(fault.headers)
         body = resource.data[span.start : span.end]
+        if span.partial and fault.overlong:
+            body += b"\xee" * fault.overlong
         served.status = 206 if span.partial else 200
         h.send_response(served.status)
         for k, v in extra.items():

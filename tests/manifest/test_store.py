@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,3 +92,22 @@ def test_unusable_manifests_are_manifest_errors(tmp_path: Path, text: str) -> No
     (tmp_path / "manifest.json").write_text(text)
     with Destination(tmp_path) as dest, pytest.raises(ManifestError):
         mf.load(dest)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
+@pytest.mark.parametrize("how", ["owner", "hard-link"])
+def test_a_journal_of_another_user_is_set_aside_not_folded_in(tmp_path: Path, how: str) -> None:
+    target = manifest_of()
+    with Destination(tmp_path) as dest:
+        mf.Journal(dest, target).append(verified_record("j1", "a.tar.gz"))  # a killed run's
+        journal = tmp_path / mf.JOURNAL_NAME
+        if how == "owner":
+            os.chown(journal, 65534, 65534)
+        else:
+            os.link(journal, tmp_path.parent / f"{tmp_path.name}-elsewhere")
+        assert mf.recover(dest, target, note=lambda line: None) is None  # nothing recorded
+        mf.Journal(dest, target).append(verified_record("j2", "b.tar.gz"))
+    (aside,) = tmp_path.glob(f"{mf.JOURNAL_NAME}.foreign-*")
+    assert b"j1" in aside.read_bytes()
+    assert journal.stat().st_uid == os.getuid() and journal.stat().st_nlink == 1
+    assert b"j1" not in journal.read_bytes()
