@@ -44,8 +44,8 @@ def display_url(url: str) -> str:
     return f"{origin(url)}/…/{name}" if name else origin(url)
 
 
-def bare_url(url: str, *, limit: int = 120) -> str:
-    """Show a URL given to fetcher (an API root) as it was, less its user info and query.
+def bare_url(url: str, *, query: bool = False, limit: int | None = 120) -> str:
+    """Show a URL of the API as it was, less its user info (and, unless asked, its query).
 
     Any URL a message names goes through here (or origin, display_url, public_url, which
     already leave user info out): a password typed into --base-url must not reach a terminal,
@@ -54,8 +54,10 @@ def bare_url(url: str, *, limit: int = 120) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.rpartition("@")[2]
     text = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme or netloc else parts.path
+    if query and parts.query:
+        text += f"?{parts.query}"
     text = printable(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 def public_url(url: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from fetcher.names import partial_name, state_name
 from fetcher.storage import Destination
+
+_UNSENDABLE = re.compile(r"[\x00-\x1f\x7f]")  # control characters: no header holds them
 
 STATE_VERSION = 1
 
@@ -59,6 +62,8 @@ class PartState:
             return None
         if not isinstance(fields["jobId"], str) or not isinstance(fields["source"], str):
             return None
+        if any(v is not None and _UNSENDABLE.search(v) for v in fields.values()):
+            return None  # a validator no header can carry (h11 would refuse, and quote, it)
         if size is not None and (not isinstance(size, int) or size < 0):
             return None
         requests = obj.get("requests", 0)

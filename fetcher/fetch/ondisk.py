@@ -63,6 +63,7 @@ def finish_kept_part(dest: Destination, name: str, expected: str) -> Seen | None
     published under its final name when it passes. None when it is not complete or stale
     (it stays for a resume while the link allows)."""
     part = partial_name(name)
+    dest.set_aside_foreign(part)  # another user's bytes would become their archive
     if not dest.exists(part):
         return None
     seen = examine(dest, part)

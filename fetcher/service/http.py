@@ -18,7 +18,7 @@ from fetcher import __version__
 from fetcher.config import Auth, Credentials, Settings
 from fetcher.engine.netio import read_in_bulk
 from fetcher.errors import ConfigError
-from fetcher.redact import Redactor, display_url, origin
+from fetcher.redact import Redactor, bare_url, display_url, origin
 from fetcher.service.auth import ServiceAccountAuth, token_url
 from fetcher.service.client import OriginDigestAuth
 
@@ -81,7 +81,9 @@ def request_log(api_origin: str | None, write: Log) -> dict[str, list[Callable[.
     started: dict[int, float] = {}
 
     def shown(url: str) -> str:
-        return url if api_origin is not None and origin(url) == api_origin else display_url(url)
+        if api_origin is not None and origin(url) == api_origin:
+            return bare_url(url, query=True, limit=None)  # never its user info
+        return display_url(url)
 
     def on_request(request: httpx.Request) -> None:
         started[id(request)] = time.monotonic()

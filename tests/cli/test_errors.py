@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
+from fetcher.cli import handle_errors
 from fetcher.redact import MASK
 from tests.atlasv2 import AtlasV2
 from tests.conftest import Atlas, api_args, fetch_args, run_cli, v2_args
@@ -434,3 +436,21 @@ def test_user_info_in_the_api_root_is_refused_and_says_where_credentials_go(
     line = one_line_error(run_cli(*list_args(root)), code=2)
     assert "user info" in line and "environment" in line and "S3cretPW" not in line
     assert atlas.gate.challenges == 0 and atlas.gate.accepted == 0
+
+
+def test_an_http_error_that_escapes_is_one_line_that_quotes_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # What h11 says of a header it refuses: the whole header, a Digest response and all.
+    quoted = 'Illegal header value b\'Digest username="pub\\r", response="664515e6ab"\''
+
+    @handle_errors
+    def command() -> None:
+        raise httpx.LocalProtocolError(quoted)
+
+    with pytest.raises(SystemExit) as exited:
+        command()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "LocalProtocolError" in err
+    assert "Digest" not in err and "664515e6ab" not in err

@@ -306,3 +306,15 @@ def test_a_partial_file_or_state_of_another_user_is_not_continued(
     assert (dest.path / partial_name(NAME)).stat().st_uid == os.getuid()
     (aside,) = dest.path.glob(f"{name}.foreign-*")
     assert aside.stat().st_uid == 65534
+
+
+def test_a_probe_answer_longer_than_its_one_byte_is_not_read_into_memory(
+    client: httpx.Client, dest: Destination, pull: PullServer, archive: bytes
+) -> None:
+    resource = pull.add(PATH, archive)
+    resource.by_start[0] = [Fault(overlong=64 * MiB)]  # the probe: 1 byte said, 64 MiB sent
+    result = fetch(client, dest, pull, near_single=True, near_seconds=10.0)
+    assert result.sha1 == sha1(archive)
+    assert starts(pull) == [0, None]
+    # The probe's connection was dropped, not read to its end (into memory, by httpx).
+    assert pull.requests_for(PATH)[0].sent < 32 * MiB

@@ -459,6 +459,30 @@ def test_partial_file_longer_than_its_state_says_means_start_over(
     assert ranges(pull) == [None]
 
 
+@pytest.mark.parametrize("field", ["etag", "lastModified"])
+def test_a_state_whose_validator_no_header_can_carry_means_start_over(
+    pull: PullServer,
+    client: httpx.Client,
+    dest: Destination,
+    sleeps: Sleeps,
+    archive: bytes,
+    field: str,
+) -> None:
+    leave_partial(client, dest, pull, archive, 300 * KiB)
+    state_file = dest.path / state_name(NAME)
+    state = json.loads(state_file.read_text())
+    state[field] = '"abc"\r\nX-Injected: 1'
+    if field == "lastModified":
+        state["etag"] = None  # If-Range falls back to Last-Modified
+    state_file.write_text(json.dumps(state))
+    serve(pull, archive)
+
+    result = download(client, dest, pull, sleeps).run()
+
+    assert_complete(result, dest, archive)
+    assert ranges(pull) == [None]
+
+
 def test_state_with_another_size_than_the_server_means_start_over(
     pull: PullServer, client: httpx.Client, dest: Destination, sleeps: Sleeps, archive: bytes
 ) -> None:

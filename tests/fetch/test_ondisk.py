@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
+
+import pytest
 
 from fetcher.fetch import ondisk
 from fetcher.names import partial_name
@@ -75,3 +78,16 @@ def test_a_kept_part_that_matches_its_sha1_and_does_not_open_stays_a_part(
     assert seen is not None and (seen.outcome, seen.failure) == ("failed", "integrity")
     assert seen.sha1 is None  # nothing under the final name to check later
     assert not (tmp_path / NAME).exists() and (tmp_path / partial_name(NAME)).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
+def test_a_kept_part_of_another_user_is_set_aside_not_published(tmp_path: Path) -> None:
+    data = make_archive("Cluster0-shard-0")
+    part = tmp_path / partial_name(NAME)
+    part.write_bytes(data)
+    os.chown(part, 65534, 65534)
+    with Destination(tmp_path) as dest:
+        assert ondisk.finish_kept_part(dest, NAME, sha1(data)) is None
+    assert not (tmp_path / NAME).exists() and not part.exists()
+    (aside,) = tmp_path.glob(f"{part.name}.foreign-*")
+    assert aside.read_bytes() == data

@@ -44,3 +44,13 @@ def test_the_api_digest_never_answers_another_origin(atlas: Atlas, other: PullSe
         assert atlas.gate.challenges == challenges + 1  # asked once, not answered
         (last_request, _) = atlas.server.log[-1]
         assert "Authorization" not in last_request.headers
+
+
+def test_the_verbose_log_shows_no_user_info_of_an_api_url(atlas: Atlas) -> None:
+    lines: list[str] = []
+    settings = Settings(base_url=atlas.base_url)
+    with api_client(settings, Credentials(PUBLIC_KEY, PRIVATE_KEY), log=lines.append) as http:
+        url = atlas.server.url_for(JOBS_PATH).replace("://", "://admin:S3cretPW@")
+        http.get(url, params={"pageNum": "2"})
+    assert lines and all("S3cretPW" not in line and "admin" not in line for line in lines)
+    assert any(f"{JOBS_PATH}?pageNum=2" in line for line in lines)  # path and query stay
