@@ -952,7 +952,7 @@ def test_parse_restore_info_cases(text: str, expected: dict[str, str]) -> None:
     [
         # Each link stays inside on its own; through the first, the second lands outside.
         [symlink("Cluster0-shard-0/a", ".."), symlink("Cluster0-shard-0/a/b", "../..")],
-        [symlink("Cluster0-shard-0/journal", "."), reg("Cluster0-shard-0/journal/x", b"x")],
+        [symlink("Cluster0-shard-0/j", "."), reg("Cluster0-shard-0/j/x", b"x")],
         [symlink("Cluster0-shard-0/d", "."), reg("Cluster0-shard-0/./d/x", b"x")],
     ],
     ids=["chain-of-links", "file-below-a-link", "dot-spelled"],
@@ -1007,7 +1007,7 @@ def test_an_old_gnu_header_has_no_prefix_field() -> None:
 
 def test_a_link_through_another_link_is_caught() -> None:
     entries = [symlink(f"{TOP}/x", "."), symlink(f"{TOP}/y", "x/../..")]
-    assert_fails(check_bytes(with_entries(*entries)), "below the symbolic link")
+    assert_fails(check_bytes(with_entries(*entries)), "outside the archive")
 
 
 def test_names_past_path_max_are_refused() -> None:
