@@ -120,6 +120,10 @@ def check_credential(name: str, value: str, source: str) -> str:
             f"{name} from {source} holds a control character or white space at an end (a CR"
             " from a file with Windows line endings, say); remove it"
         )
+    if not value.isascii():
+        # Digest and Basic carry credentials as bytes the server decodes as ASCII: a key
+        # pasted with a typographic quote or dash would fail later, less clearly.
+        raise ConfigError(f"{name} from {source} holds a character that is not ASCII; remove it")
     return value
 
 

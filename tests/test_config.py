@@ -454,3 +454,11 @@ def test_a_base_url_is_shown_without_its_user_info() -> None:
             normalise_base_url(url)
         assert "S3cretPW" not in str(caught.value) and "admin" not in str(caught.value)
     assert normalise_base_url("https://host/api/") == "https://host/api"
+
+
+def test_a_credential_that_is_not_ascii_is_refused_without_quoting_it(tmp_path: Path) -> None:
+    base = "https://api.example/api/public/v1.0"
+    pair = {"MONGODB_ATLAS_PUBLIC_API_KEY": "pub", "MONGODB_ATLAS_PRIVATE_API_KEY": "s3cr\u2013t"}
+    with pytest.raises(ConfigError, match=r"MONGODB_ATLAS_PRIVATE_API_KEY .*not ASCII") as caught:
+        load_credentials({**_env(tmp_path), **pair}, base)
+    assert "s3cr" not in str(caught.value)

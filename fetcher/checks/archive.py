@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
-from fetcher.checks.tar import Damaged, TarEntry
+from fetcher.checks.tar import Damaged, TarEntry, shown
 from fetcher.checks.walk import INFO_NAME, MAX_INFO, TarWalk
 
 __all__ = [
@@ -63,7 +63,8 @@ class ArchiveReport:
     restore_info: dict[str, str] | None  # restoreInfo.txt's lines; None when there is none
     content_bytes: int  # the sizes of the regular files: the disk needed to unpack it
     members: int  # tar entries (pax and GNU long-name records not counted)
-    listing: tuple[TarEntry, ...] = ()  # every member as GNU tar extracts it, in order
+    # With ArchiveCheck(listing=True): every member, in order (not part of what a report says).
+    listing: tuple[TarEntry, ...] = field(default=(), compare=False)
 
     @property
     def passed(self) -> bool:
@@ -79,13 +80,14 @@ class ArchiveReport:
 class ArchiveCheck:
     """Inflate and walk a .tar.gz fed in order, in blocks of any size; never raises on bad data."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, listing: bool = False) -> None:
+        """`listing`: keep every member in the report (its memory grows with the archive)."""
         self._inflater = _gzip_inflater()
         self._in_member = False  # inside a gzip member (its header seen, its trailer not yet)
         self._members = 0  # gzip members begun
         self._padding = False  # after the last member, zero bytes were seen
         self._seen = 0  # compressed bytes fed
-        self._tar = TarWalk()
+        self._tar = TarWalk(listing=listing)
         self._problem: str | None = None
 
     def update(self, block: bytes | bytearray | memoryview) -> None:
@@ -116,9 +118,13 @@ class ArchiveCheck:
                 problem=self._problem, restore_info=None, content_bytes=0, members=0
             )
         tar = self._tar
+        try:
+            info = parse_restore_info(tar.info_text()) if tar.info is not None else None
+        except Damaged as exc:
+            return ArchiveReport(problem=str(exc), restore_info=None, content_bytes=0, members=0)
         return ArchiveReport(
             problem=None,
-            restore_info=parse_restore_info(tar.info_text()) if tar.info is not None else None,
+            restore_info=info,
             content_bytes=tar.content_bytes,
             members=tar.members,
             listing=tuple(tar.listing),
@@ -200,13 +206,21 @@ def _gzip_problem(exc: Exception, member: int) -> str:
 
 
 def parse_restore_info(text: str) -> dict[str, str]:
-    """Every 'Key: value' line, keys as written; other lines continue the value before them."""
+    """Every 'Key: value' line, keys as written; other lines continue the value before them.
+
+    Damaged when a key is there twice (whatever its case): which one a reader takes would
+    decide which replica set the archive restores.
+    """
     info: dict[str, str] = {}
+    seen: set[str] = set()
     last: str | None = None
     for line in text.splitlines():
         match = _KEY.match(line)
         if match and not line[:1].isspace():
             last = match[1].strip()
+            if last.casefold() in seen:
+                raise Damaged(f"{INFO_NAME} says {shown(last)} twice")
+            seen.add(last.casefold())
             info[last] = (match[2] or "").strip()
         elif last is not None and line.strip():
             # The mongod startup options are often a JSON document over several lines.
@@ -226,8 +240,8 @@ def info_value(info: dict[str, str] | None, *keys: str) -> str | None:
 
 
 def check_bytes(data: bytes, *, block: int = 65536) -> ArchiveReport:
-    """Check a whole archive held in memory, fed `block` bytes at a time."""
-    check = ArchiveCheck()
+    """Check a whole archive held in memory, fed `block` bytes at a time, with its listing."""
+    check = ArchiveCheck(listing=True)
     for start in range(0, len(data), block):
         check.update(data[start : start + block])
     return check.finish()

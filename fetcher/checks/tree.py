@@ -14,6 +14,15 @@ from __future__ import annotations
 from fetcher.checks.tar import MAX_PATH, Damaged, shown
 
 _DIR, _IMPLICIT, _FILE, _LINK, _SPOT = range(5)  # _IMPLICIT: a directory no member made
+# The paths a tree may hold (members, the directories they imply, the spots links name): a
+# restore of a million collections holds about two million files. Past this an archive is
+# refused, so that a small hostile one (deep paths, dangling links) cannot cost the host
+# gigabytes while the download streams.
+MAX_NODES = 3_000_000
+# And at most this many paths a member, with some slack: a restore's members lie a few
+# directories deep, while a hostile archive's thousands of 2,000-component paths would cost
+# a node each component.
+NODES_PER_MEMBER, NODES_SLACK = 8, 65_536
 
 
 class _Node:
@@ -30,8 +39,9 @@ class _Node:
 class Tree:
     """Members added in archive order; add() raises Damaged for one tar would put elsewhere."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_nodes: int = MAX_NODES) -> None:
         self._root = _Node(None, _IMPLICIT)
+        self._nodes, self._max_nodes, self._members = 1, max_nodes, 0
         # The directory of the last member: most members are in the one before them. A
         # directory a member went through stays one (no later member can make it anything else).
         self._last_dir: list[str] = []
@@ -39,6 +49,7 @@ class Tree:
 
     def add(self, name: str, kind: str, link: str = "") -> None:
         """A member: kind is "file", "dir", "symlink" or "hardlink"; link its target."""
+        self._members += 1
         parts = member_parts(name)
         if parts[:-1] == self._last_dir:
             parent = self._last_node
@@ -62,13 +73,12 @@ class Tree:
                 raise Damaged(f"{shown(name)} is a symbolic link to itself")
             node.kind, node.to, node.text = _LINK, landing, text
 
-    @staticmethod
-    def _into(node: _Node, parts: list[str], i: int, name: str) -> _Node:
+    def _into(self, node: _Node, parts: list[str], i: int, name: str) -> _Node:
         """The directory parts[i] in `node`, on the way to member `name`."""
         part = parts[i]
         child = node.kids.get(part)
         if child is None:
-            child = node.kids[part] = _Node(node, _IMPLICIT)
+            child = self._new(node, part, _IMPLICIT)
         elif child.kind == _LINK:
             where = "/".join(parts[: i + 1])
             raise Damaged(f"{shown(name)} is below the symbolic link {shown(where)}")
@@ -86,7 +96,7 @@ class Tree:
             return self._root
         node = parent.kids.get(parts[-1])
         if node is None:
-            node = parent.kids[parts[-1]] = _Node(parent, _SPOT)
+            node = self._new(parent, parts[-1], _SPOT)
         if node.kind == _IMPLICIT and kind == "dir":
             node.kind = _DIR
         elif node.kind == _IMPLICIT:
@@ -100,6 +110,8 @@ class Tree:
     def _hard_target(self, link: str, name: str) -> _Node:
         """What a hard link links to: a file or a symbolic link already extracted."""
         check_link_text(link, name)
+        if link.endswith(("/", "/.")) or link == ".":  # tar: "Not a directory"
+            raise Damaged(_not_before(name, link))
         if ".." in link.split("/"):  # GNU tar strips leading '../' from these: another path
             if climbs_out(link):
                 raise Damaged(f"{shown(name)} links to {shown(link)}, outside the archive")
@@ -107,7 +119,11 @@ class Tree:
         parts = member_parts(link)
         node = self._root
         for part in parts[:-1]:
-            child = node.kids.get(part) or self._new(node, part, _IMPLICIT)
+            child = node.kids.get(part)
+            if child is None:  # nothing of it is there: no file to link to
+                raise Damaged(
+                    f"{shown(name)} is a hard link to {shown(link)}, not a file before it"
+                )
             if child.kind == _LINK:  # tar may not have made it yet: it delays some links
                 raise Damaged(
                     f"{shown(name)} is a hard link through a symbolic link: {shown(link)}"
@@ -115,7 +131,7 @@ class Tree:
             node = self._through(child, name)
         target = node.kids.get(parts[-1]) if parts else None
         if target is None or target.kind not in (_FILE, _LINK):
-            raise Damaged(f"{shown(name)} is a hard link to {shown(link)}, not a file before it")
+            raise Damaged(_not_before(name, link))
         return target
 
     def _resolve(self, start: _Node, text: str, name: str) -> _Node:
@@ -137,8 +153,14 @@ class Tree:
             node = self._through(child, name)
         return node
 
-    @staticmethod
-    def _new(node: _Node, part: str, kind: int) -> _Node:
+    def _new(self, node: _Node, part: str, kind: int) -> _Node:
+        self._nodes += 1
+        budget = min(self._max_nodes, NODES_PER_MEMBER * self._members + NODES_SLACK)
+        if self._nodes > budget:
+            raise Damaged(
+                f"the archive's {self._members} members name more than {budget} paths"
+                " (directories, and the paths their links name, included)"
+            )
         child = node.kids[part] = _Node(node, kind)
         return child
 
@@ -152,6 +174,10 @@ class Tree:
         if node.kind == _SPOT:
             node.kind = _IMPLICIT
         return node
+
+
+def _not_before(name: str, link: str) -> str:
+    return f"{shown(name)} is a hard link to {shown(link)}, not a file before it"
 
 
 def _follow(node: _Node) -> _Node:

@@ -17,7 +17,7 @@ MAX_INFO = 64 * 1024  # restoreInfo.txt is a few hundred bytes; keep at most thi
 class TarWalk:
     """Walks tar headers in inflated bytes, passing over member data without keeping it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, listing: bool = False) -> None:
         self._header = bytearray()  # a header being gathered (it may straddle two chunks)
         self._skip = 0  # bytes of member data and padding still to pass over
         self._keep: bytearray | None = None  # the member data being kept, if any
@@ -34,7 +34,8 @@ class TarWalk:
         self.members = 0
         self.content_bytes = 0
         self.info: bytearray | None = None
-        self.listing: list[TarEntry] = []
+        self.listing: list[TarEntry] = []  # kept only when asked for (tests compare it with tar)
+        self._list = listing
 
     def info_text(self) -> str:
         """restoreInfo.txt as text (undecodable bytes replaced)."""
@@ -124,21 +125,25 @@ class TarWalk:
             raise Damaged(f"a tar member of type {kind!r} (not in a restore): {shown(name)}")
         if what != "file" and size:
             raise Damaged(f"a {what} with {size} bytes of data: {shown(name)}")
-        if what != "dir" and name.endswith("/"):  # tar makes a directory of it
-            raise Damaged(f"a {what} whose name ends in '/': {shown(name)}")
+        if what != "dir" and (name.endswith(("/", "/.")) or name == "."):
+            # tar makes (or wants) a directory of it
+            raise Damaged(f"a {what} whose name ends in '/' or '/.': {shown(name)}")
         self.members += 1
         self._tree.add(name, what, link)
         content = size
         if kind == b"S":
             content = self._sparse_member(block, name, size)
-        self.listing.append(TarEntry(name, what, content, link if what != "file" else ""))
+        if self._list:
+            self.listing.append(TarEntry(name, what, content, link if what != "file" else ""))
         if what == "file":
             self.content_bytes += content
         if _is_info(name):
             if self.info is not None or what != "file" or kind == b"S":
                 raise Damaged(f"a second {INFO_NAME}, or one that is not a file: {shown(name)}")
+            if size > MAX_INFO:  # the disk would hold lines the check did not read
+                raise Damaged(f"{shown(name)} of {size} bytes, more than {MAX_INFO} read")
             self.info = bytearray()
-            self._keep, self._keep_left = self.info, min(size, MAX_INFO)
+            self._keep, self._keep_left = self.info, size
             self._kept_as = b"info"
         return 0 if self._sparse is not None else size
 

@@ -36,7 +36,13 @@ class Seen:
 def recheck(
     dest: Destination, name: str, expected: str, *, progress: Callable[[int], None]
 ) -> tuple[OnDisk, Seen | None]:
-    """Hash and check a final-named archive against the SHA1 it was verified with."""
+    """Hash and check a final-named archive against the SHA1 it was verified with.
+
+    One of another user (or with a second hard link) is set aside, never adopted: they could
+    rewrite it after it was checked. It is then absent, to be downloaded again.
+    """
+    if dest.set_aside_foreign(name) is not None:
+        return "absent", None
     seen = examine(dest, name, progress=progress)
     if seen is None:
         return "absent", None

@@ -147,7 +147,12 @@ def recover(dest: Destination, target: Manifest, *, note: Callable[[str], None])
     An unreadable manifest (or journal) is kept aside for the operator and rebuilt from what
     is on disk; one of another batch stops the fetch before anything is written.
     """
-    dest.set_aside_foreign(JOURNAL_NAME)  # another user's journal records nothing of ours
+    for name in (MANIFEST_NAME, JOURNAL_NAME):
+        # Another user's manifest or journal records nothing of ours: its SHA1s would vouch
+        # for archives planted beside it.
+        aside = dest.set_aside_foreign(name)
+        if aside is not None:
+            note(f"{name} was not this user's (or had a second hard link); kept it as {aside}")
     recovering = dest.exists(JOURNAL_NAME)  # a run was killed before its end
     try:
         old = load(dest)

@@ -105,3 +105,83 @@ def test_links_cost_the_same_whatever_the_paths() -> None:
         assert check_bytes(data).passed
         timings.append(time.perf_counter() - start)
     assert timings[1] < 2 * timings[0] + 0.05
+
+
+def _deep_paths_archive(members: int, *, links: bool) -> bytes:
+    """Members whose paths (or symbolic link targets) are 2,040 directories deep."""
+    deep = "x/" * 2040
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(members):
+            if links:
+                info = tarfile.TarInfo(f"rs0/l{i}")
+                info.type, info.linkname = tarfile.SYMTYPE, f"y{i}/{deep}f"
+                tar.addfile(info)
+            else:
+                tar.addfile(tarfile.TarInfo(f"rs0/y{i}/{deep}f"), io.BytesIO(b""))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("links", [False, True], ids=["deep-paths", "deep-dangling-links"])
+def test_an_archive_whose_paths_cost_a_node_each_component_is_refused(links: bool) -> None:
+    # About 30 KB of gzip that would hold 800,000 nodes (gigabytes for a few thousand more).
+    report = check_bytes(_deep_paths_archive(400, links=links))
+    assert report.problem is not None and "members name more than" in report.problem
+
+
+def test_a_tree_holds_at_most_max_nodes() -> None:
+    tree = Tree(max_nodes=50)
+
+    def add_files() -> None:
+        for i in range(60):
+            tree.add(f"rs0/f{i}", "file")
+
+    with pytest.raises(Damaged, match="more than 50 paths"):
+        add_files()
+
+
+def _archive_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        for info, data in members:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _file(name: str, data: bytes = b"data") -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def _hardlink(name: str, target: str) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.LNKTYPE, target
+    return info, b""
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        # tar makes a directory of a file named "f/." (and then fails): the check says no.
+        (_file("rs0/f/."),),
+        # Hard links to "f/" or "f/.": tar says "Not a directory" and makes nothing.
+        (_file("rs0/c-0.wt"), _hardlink("rs0/h", "rs0/c-0.wt/")),
+        (_file("rs0/c-0.wt"), _hardlink("rs0/h", "rs0/c-0.wt/.")),
+    ],
+    ids=["file-named-dot", "hardlink-slash", "hardlink-slash-dot"],
+)
+def test_names_tar_reads_as_directories_are_refused(
+    members: tuple[tuple[tarfile.TarInfo, bytes], ...],
+) -> None:
+    assert check_bytes(_archive_of(*members)).problem is not None
+
+
+def test_a_restore_info_the_check_cannot_read_whole_or_that_says_a_key_twice_is_refused() -> None:
+    info = b"Replica Set: rs0\nMongoDB Version: 7.0.12\n"
+    assert check_bytes(_archive_of(_file("rs0/restoreInfo.txt", info))).problem is None
+    padded = info + b"Comment: " + b"x" * (64 * 1024) + b"\nReplica Set: other\n"
+    big = check_bytes(_archive_of(_file("rs0/restoreInfo.txt", padded))).problem
+    assert big is not None and "restoreInfo.txt" in big
+    twice = info + b"replica set: other\n"
+    said = check_bytes(_archive_of(_file("rs0/restoreInfo.txt", twice))).problem
+    assert said is not None and "twice" in said

@@ -2197,6 +2197,27 @@ def test_files_of_another_user_are_not_adopted_and_everything_finished_is_the_ru
     assert len(list(dest.glob(f"{mf.JOURNAL_NAME}.foreign-*"))) == 1
 
 
+def test_an_archive_and_manifest_of_another_user_are_set_aside_and_fetched_again(
+    atlas: Atlas, creds: None, tmp_path: Path
+) -> None:
+    if os.getuid() != 0:
+        pytest.skip("planting another user's files takes root")
+    name = "rs0.tar.gz"
+    job = atlas.add(name)
+    dest = tmp_path / "dest"
+    assert run_cli(*fetch_args(atlas, dest)).exit_code == 0
+    sent = atlas.pull.bytes_sent(job["_path"])
+    for planted in (name, MANIFEST_NAME):  # they could be rewritten after any check
+        os.chown(dest / planted, 65534, 65534)
+    result = run_cli(*loud(fetch_args(atlas, dest)))
+    assert result.exit_code == 0, result.stderr
+    assert atlas.pull.bytes_sent(job["_path"]) == 2 * sent  # not adopted: downloaded again
+    for finished in (name, MANIFEST_NAME):
+        assert (dest / finished).stat().st_uid == os.getuid()
+        assert len(list(dest.glob(f"{finished}.foreign-*"))) == 1
+    assert f"{MANIFEST_NAME} was not this user's" in result.stderr
+
+
 def test_a_planted_fifo_does_not_hang_verify_or_fetch(
     atlas: Atlas, creds: None, tmp_path: Path
 ) -> None:
