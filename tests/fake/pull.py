@@ -161,6 +161,7 @@ class Fault:
     # A 206 that goes on past its range: this many 0xEE bytes after the range's own (its
     # Content-Length counts them, its Content-Range does not).
     overlong: int = 0
+    chunked: bool = False  # send the body with Transfer-Encoding: chunked, no Content-Length
 
 
 @dataclass
@@ -315,7 +316,10 @@ class PullServer:
         h.send_response(served.status)
         for k, v in extra.items():
             h.send_header(k, v)
-        h.send_header("Content-Length", fault.content_length or str(len(body)))
+        if fault.chunked:
+            h.send_header("Transfer-Encoding", "chunked")
+        else:
+            h.send_header("Content-Length", fault.content_length or str(len(body)))
         h.end_headers()
         limit = len(body) if fault.drop_after is None else min(fault.drop_after, len(body))
         stall = fault.stall_after
@@ -332,13 +336,16 @@ class PullServer:
                 rate = fault.rate or resource.rate
                 step = CHUNK if rate is None else max(1, min(CHUNK, rate // 20))
                 end = min(limit, sent + step, stall if stall is not None else limit)
-                h.wfile.write(body[sent:end])
+                piece = body[sent:end]
+                h.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece) if fault.chunked else piece)
                 if rate is not None:
                     h.wfile.flush()
                     time.sleep((end - sent) / rate)
                 sent = end
                 with self._lock:
                     served.sent = sent
+            if fault.chunked and sent == len(body):
+                h.wfile.write(b"0\r\n\r\n")
             h.wfile.flush()
         except OSError:
             pass
