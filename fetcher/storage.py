@@ -38,6 +38,8 @@ class Destination:
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        # Hears a line for each file set aside (see set_aside_foreign): the fetch's reporter.
+        self.on_set_aside: Callable[[str], None] | None = None
         try:
             if create:
                 # Only the last component gets DIR_MODE; an existing directory keeps its own.
@@ -157,6 +159,8 @@ class Destination:
                 f"{self.path / name} {why}: fetcher does not adopt it, and cannot set it aside"
                 f" ({exc.strerror or type(exc).__name__}); remove it and run again"
             ) from None
+        if self.on_set_aside is not None:
+            self.on_set_aside(f"{name} {why}: not used, kept as {aside}")
         return aside
 
     def _lexists(self, name: str) -> bool:

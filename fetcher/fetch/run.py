@@ -64,6 +64,7 @@ class Fetcher:
         self._wait = wait or WaitPolicy()
         self._clock, self._now, self._write = clock, now, write
         self._space = SpaceGuard(dest.free_bytes)
+        dest.on_set_aside = reporter.note  # a file of another user in DIR is worth a line
         self._lock = threading.Lock()
         self._stop = threading.Event()  # set when run() is interrupted: transfers end early
         self._records: dict[str, JobRecord] = {}  # archive key -> what this run decided

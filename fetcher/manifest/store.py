@@ -150,9 +150,7 @@ def recover(dest: Destination, target: Manifest, *, note: Callable[[str], None])
     for name in (MANIFEST_NAME, JOURNAL_NAME):
         # Another user's manifest or journal records nothing of ours: its SHA1s would vouch
         # for archives planted beside it.
-        aside = dest.set_aside_foreign(name)
-        if aside is not None:
-            note(f"{name} was not this user's (or had a second hard link); kept it as {aside}")
+        dest.set_aside_foreign(name)
     recovering = dest.exists(JOURNAL_NAME)  # a run was killed before its end
     try:
         old = load(dest)

@@ -2195,6 +2195,8 @@ def test_files_of_another_user_are_not_adopted_and_everything_finished_is_the_ru
         assert (dest / finished).stat().st_uid == os.getuid()
     assert len(list(dest.glob(f"{partial_name(name)}.foreign-*"))) == 1
     assert len(list(dest.glob(f"{mf.JOURNAL_NAME}.foreign-*"))) == 1
+    for planted in (partial_name(name), mf.JOURNAL_NAME):  # each said in one line
+        assert f"fetcher: {planted} belongs to uid 65534" in result.stderr
 
 
 def test_an_archive_and_manifest_of_another_user_are_set_aside_and_fetched_again(
@@ -2215,7 +2217,8 @@ def test_an_archive_and_manifest_of_another_user_are_set_aside_and_fetched_again
     for finished in (name, MANIFEST_NAME):
         assert (dest / finished).stat().st_uid == os.getuid()
         assert len(list(dest.glob(f"{finished}.foreign-*"))) == 1
-    assert f"{MANIFEST_NAME} was not this user's" in result.stderr
+    for planted in (name, MANIFEST_NAME):
+        assert f"fetcher: {planted} belongs to uid 65534" in result.stderr
 
 
 def test_a_planted_fifo_does_not_hang_verify_or_fetch(
