@@ -129,7 +129,7 @@ def with_reports(manifest: Manifest, checks: list[Check]) -> Manifest:
         replace(
             job,
             files=tuple(
-                _rechecked(f, found[(job.id, f.name)])
+                f.with_check(found[(job.id, f.name)])
                 if f.name is not None and (job.id, f.name) in found
                 else f
                 for f in job.files
@@ -138,11 +138,6 @@ def with_reports(manifest: Manifest, checks: list[Check]) -> Manifest:
         for job in manifest.jobs
     )
     return replace(manifest, jobs=jobs)
-
-
-def _rechecked(record: FileRecord, report: ArchiveReport) -> FileRecord:
-    """A record with what the check found; a replica set name the API gave stays."""
-    return record.with_check(report)
 
 
 def verify_exit_code(checks: list[Check], *, problems: int = 0) -> int:
@@ -218,7 +213,7 @@ def verify_dirs(
 
 def verify_batch(parts: list[DirResult]) -> Verification:
     """Judge verified DIRs as one batch: their manifests combined, each archive counted once."""
-    batches = {(p.manifest.group_id, p.manifest.cluster, p.manifest.batch_id) for p in parts}
+    batches = {p.manifest.target for p in parts}
     if len(batches) > 1:
         listed = "; ".join(
             f"{p.path}: batch {p.manifest.batch_id} of {p.manifest.cluster}" for p in parts
