@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from fetcher.checks.tar import Damaged, TarEntry, shown
-from fetcher.checks.walk import INFO_NAME, MAX_INFO, TarWalk
+from fetcher.checks.walk import INFO_NAME, MAX_INFO, MemberSink, TarWalk
 
 __all__ = [
     "INFO_NAME",
@@ -65,6 +65,8 @@ class ArchiveReport:
     members: int  # tar entries (pax and GNU long-name records not counted)
     # With ArchiveCheck(listing=True): every member, in order (not part of what a report says).
     listing: tuple[TarEntry, ...] = field(default=(), compare=False)
+    # The one top-level directory an unpack strips (as tar --strip-components 1); None: none.
+    top_dir: str | None = field(default=None, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -80,14 +82,15 @@ class ArchiveReport:
 class ArchiveCheck:
     """Inflate and walk a .tar.gz fed in order, in blocks of any size; never raises on bad data."""
 
-    def __init__(self, *, listing: bool = False) -> None:
-        """`listing`: keep every member in the report (its memory grows with the archive)."""
+    def __init__(self, *, listing: bool = False, sink: MemberSink | None = None) -> None:
+        """`listing`: keep every member in the report (its memory grows with the archive);
+        `sink`: told every member with its data, as tar would extract it (an unpack)."""
         self._inflater = _gzip_inflater()
         self._in_member = False  # inside a gzip member (its header seen, its trailer not yet)
         self._members = 0  # gzip members begun
         self._padding = False  # after the last member, zero bytes were seen
         self._seen = 0  # compressed bytes fed
-        self._tar = TarWalk(listing=listing)
+        self._tar = TarWalk(listing=listing, sink=sink)
         self._problem: str | None = None
 
     def update(self, block: bytes | bytearray | memoryview) -> None:
@@ -128,6 +131,7 @@ class ArchiveCheck:
             content_bytes=tar.content_bytes,
             members=tar.members,
             listing=tuple(tar.listing),
+            top_dir=tar.top_dir(),
         )
 
     def _feed(self, data: bytes | bytearray | memoryview) -> None:

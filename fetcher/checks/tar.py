@@ -104,6 +104,16 @@ def header_size(block: bytes, after: str) -> int:
     return value
 
 
+def mtime_ns(block: bytes, pax: dict[str, str]) -> int:
+    """A member's modification time in nanoseconds: the pax record's, else the header's."""
+    value = pax.get("mtime")
+    if value is None:
+        return (tar_number(block[136:148]) or 0) * 1_000_000_000
+    whole, _, fraction = value.partition(".")  # checked by _PAX_NUMBER: -?digits[.digits]
+    ns = abs(int(whole)) * 1_000_000_000 + int((fraction + "000000000")[:9])
+    return -ns if whole.startswith("-") else ns
+
+
 def header_name(block: bytes) -> str:
     """The name field, with the prefix before it under the POSIX magic (not "ustar0")."""
     name = text(block[0:100])

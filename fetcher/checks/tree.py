@@ -46,9 +46,14 @@ class Tree:
         # directory a member went through stays one (no later member can make it anything else).
         self._last_dir: list[str] = []
         self._last_node = self._root
+        self._climbed_to_root = False  # a symbolic link resolved through the archive's root
 
-    def add(self, name: str, kind: str, link: str = "") -> None:
-        """A member: kind is "file", "dir", "symlink" or "hardlink"; link its target."""
+    def add(self, name: str, kind: str, link: str = "") -> tuple[list[str], str, str]:
+        """A member: kind is "file", "dir", "symlink" or "hardlink"; link its target.
+
+        Return what tar makes of it: its path's components, its kind and its link (a hard
+        link to a symbolic link is that symbolic link again).
+        """
         self._members += 1
         parts = member_parts(name)
         if parts[:-1] == self._last_dir:
@@ -72,6 +77,15 @@ class Tree:
             if landing is node:
                 raise Damaged(f"{shown(name)} is a symbolic link to itself")
             node.kind, node.to, node.text = _LINK, landing, text
+        return parts, kind, text
+
+    def top_dir(self) -> str | None:
+        """The one directory every member lies under, when stripping it (as
+        `tar --strip-components 1`) changes where no link lands; else None."""
+        if len(self._root.kids) != 1 or self._climbed_to_root:
+            return None
+        ((name, node),) = self._root.kids.items()
+        return name if node.kind in (_DIR, _IMPLICIT) else None
 
     def _into(self, node: _Node, parts: list[str], i: int, name: str) -> _Node:
         """The directory parts[i] in `node`, on the way to member `name`."""
@@ -144,6 +158,7 @@ class Tree:
                 if node.parent is None:
                     raise Damaged(f"{shown(name)} links to {shown(text)}, outside the archive")
                 node = node.parent
+                self._climbed_to_root |= node is self._root
                 continue
             last = i == len(parts) - 1
             child = node.kids.get(part) or self._new(node, part, _SPOT if last else _IMPLICIT)

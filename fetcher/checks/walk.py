@@ -1,23 +1,55 @@
 """The walk of an inflated tar stream: headers read as GNU tar reads them, data passed over.
 
 It keeps restoreInfo.txt, the metadata records (pax, GNU long names) for the member they
-precede, and the tree the members build (fetcher.checks.tree); nothing else of the data.
+precede, and the tree the members build (fetcher.checks.tree); nothing else of the data. Given
+a MemberSink, it tells it each member the tree accepted, with its data: what tar extracts.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from fetcher.checks import tar
 from fetcher.checks.tar import BLOCK, KINDS, MAX_META, META, ZERO_BLOCK, Damaged, TarEntry, shown
-from fetcher.checks.tree import Tree
+from fetcher.checks.tree import Tree, member_parts
 
 INFO_NAME = "restoreInfo.txt"
 MAX_INFO = 64 * 1024  # restoreInfo.txt is a few hundred bytes; keep at most this much of it
 
 
+class MemberSink(Protocol):
+    """What a walk tells of each member it accepted, in archive order (fetcher.checks.unpack).
+
+    `parts` are the member path's components ('.' and empty ones dropped); `mtime` is in
+    nanoseconds. A file's data follows its file() call in data() calls, then end_file().
+    """
+
+    def directory(self, parts: list[str], mtime: int) -> None:
+        """A directory member."""
+
+    def file(self, parts: list[str], mtime: int) -> None:
+        """A regular file begins."""
+
+    def data(self, chunk: memoryview) -> None:
+        """The next bytes of the file begun (a view of bytes that no one changes)."""
+
+    def end_file(self) -> None:
+        """The file begun is complete."""
+
+    def hardlink(self, parts: list[str], target: list[str]) -> None:
+        """A hard link to a file already told."""
+
+    def symlink(self, parts: list[str], text: str, mtime: int) -> None:
+        """A symbolic link (its landing checked inside the tree)."""
+
+    def refuse(self, reason: str) -> None:
+        """A member that can be checked but is not extracted here (a sparse file)."""
+
+
 class TarWalk:
     """Walks tar headers in inflated bytes, passing over member data without keeping it."""
 
-    def __init__(self, *, listing: bool = False) -> None:
+    def __init__(self, *, listing: bool = False, sink: MemberSink | None = None) -> None:
         self._header = bytearray()  # a header being gathered (it may straddle two chunks)
         self._skip = 0  # bytes of member data and padding still to pass over
         self._keep: bytearray | None = None  # the member data being kept, if any
@@ -36,6 +68,12 @@ class TarWalk:
         self.info: bytearray | None = None
         self.listing: list[TarEntry] = []  # kept only when asked for (tests compare it with tar)
         self._list = listing
+        self._sink = sink
+        self._data_left = 0  # bytes of the current file still to hand to the sink
+
+    def top_dir(self) -> str | None:
+        """The one top-level directory that can be stripped (Tree.top_dir)."""
+        return self._tree.top_dir()
 
     def info_text(self) -> str:
         """restoreInfo.txt as text (undecodable bytes replaced)."""
@@ -51,6 +89,8 @@ class TarWalk:
                     take = min(n, self._keep_left)
                     self._keep += view[pos : pos + take]
                     self._keep_left -= take
+                if self._data_left:
+                    self._give(view[pos : pos + min(n, self._data_left)])
                 pos += n
                 self._skip -= n
                 if not self._skip and self._keep is not None:
@@ -129,10 +169,12 @@ class TarWalk:
             # tar makes (or wants) a directory of it
             raise Damaged(f"a {what} whose name ends in '/' or '/.': {shown(name)}")
         self.members += 1
-        self._tree.add(name, what, link)
+        parts, made, made_link = self._tree.add(name, what, link)
         content = size
         if kind == b"S":
             content = self._sparse_member(block, name, size)
+        if self._sink is not None:
+            self._tell(parts, made, made_link, kind, tar.mtime_ns(block, pax), content)
         if self._list:
             self.listing.append(TarEntry(name, what, content, link if what != "file" else ""))
         if what == "file":
@@ -146,6 +188,34 @@ class TarWalk:
             self._keep, self._keep_left = self.info, size
             self._kept_as = b"info"
         return 0 if self._sparse is not None else size
+
+    def _tell(
+        self, parts: list[str], made: str, link: str, kind: bytes, mtime: int, size: int
+    ) -> None:
+        """Tell the sink of a member the tree accepted."""
+        sink = self._sink
+        assert sink is not None
+        if kind == b"S":
+            sink.refuse(f"{shown('/'.join(parts))} is a sparse file, which is not unpacked")
+        elif made == "file":
+            sink.file(parts, mtime)
+            self._data_left = size
+            if not size:
+                sink.end_file()
+        elif made == "dir":
+            sink.directory(parts, mtime)
+        elif made == "symlink":
+            sink.symlink(parts, link, mtime)
+        else:
+            sink.hardlink(parts, member_parts(link))
+
+    def _give(self, chunk: memoryview) -> None:
+        """Hand the next bytes of a file to the sink; end the file after its last."""
+        assert self._sink is not None
+        self._sink.data(chunk)
+        self._data_left -= len(chunk)
+        if not self._data_left:
+            self._sink.end_file()
 
     def _sparse_member(self, block: bytes, name: str, size: int) -> int:
         if not tar.is_old_gnu(block):  # only old GNU headers have a sparse map where tar reads

@@ -4,7 +4,9 @@ Every archive here is built from bytes: a small restore tree, then headers craft
 attacker would (each class of issue 19), then mutants of those headers from a seeded generator.
 For each, either the check refuses it, or `tar -xzf --no-same-owner` extracts exactly the
 members, sizes and link targets the check listed (no more, no fewer), with every link landing
-inside the directory, and `tar -tvzf` lists the same members with the same sizes.
+inside the directory, and `tar -tvzf` lists the same members with the same sizes; and the
+unpacker writes, in the check's pass, the very tree tar wrote: the same paths, bytes, links and
+modification times, with directories 0700 and files 0600.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from fetcher.checks.archive import ArchiveReport, TarEntry, check_bytes
+from fetcher.checks.archive import ArchiveCheck, ArchiveReport, TarEntry, check_bytes
+from fetcher.checks.unpack import Unpacker
 
 BLOCK = 512
 TOP = "rs0"
@@ -281,6 +285,48 @@ def on_disk(root: Path) -> dict[str, tuple[str, int, str]]:
     return found
 
 
+def in_full(root: Path, listing: tuple[TarEntry, ...]) -> dict[str, tuple[object, ...]]:
+    """Every path under root with what an unpack must keep: kind, bytes, link, mtime (of a
+    directory made on the way to a member, not one itself, the time it was made: not kept)."""
+    members = {"/".join(p for p in e.path.split("/") if p not in ("", ".")) for e in listing}
+    found: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                what: tuple[object, ...] = ("symlink", os.readlink(path))  # noqa: PTH115
+            elif stat.S_ISDIR(st.st_mode):
+                what = ("dir",)
+            else:
+                what = ("file", path.read_bytes(), st.st_nlink > 1)
+            rel = str(path.relative_to(root))
+            found[rel] = (*what, st.st_mtime_ns if rel in members else None)
+    return found
+
+
+def unpacked_by_us(data: bytes, root: Path) -> Path:
+    """The tree the unpacker writes for `data`, fed in uneven blocks as a download feeds it."""
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sink = Unpacker(fd, label="diff")
+        check = ArchiveCheck(sink=sink)
+        for start in range(0, len(data), 977):
+            check.update(data[start : start + 977])
+        assert check.finish().passed
+        staged = sink.close()
+    finally:
+        os.close(fd)
+    assert staged.problem is None, staged.problem
+    for dirpath, dirs, files in os.walk(root / sink.staging):
+        for name in dirs + files:
+            mode = Path(dirpath, name).lstat().st_mode
+            if not stat.S_ISLNK(mode):
+                assert stat.S_IMODE(mode) == (0o700 if stat.S_ISDIR(mode) else 0o600), name
+    return root / sink.staging
+
+
 def expected(listing: tuple[TarEntry, ...]) -> dict[str, tuple[str, int, str]]:
     """What the check's listing says the disk will hold, directories made on the way included."""
     want: dict[str, tuple[str, int, str]] = {}
@@ -324,6 +370,7 @@ def agrees_with_tar(data: bytes, report: ArchiveReport, work: Path) -> None:
     path, out = work / "a.tar.gz", work / "out"
     out.mkdir()
     path.write_bytes(data)
+    began = time.time_ns()
     done = subprocess.run(
         ["tar", "-xzf", str(path), "--no-same-owner", "-C", str(out)],
         capture_output=True, check=False, env={**os.environ, "LC_ALL": "C"},
@@ -339,6 +386,15 @@ def agrees_with_tar(data: bytes, report: ArchiveReport, work: Path) -> None:
         if plain and " -> " not in entry.path and " link to " not in entry.path:
             assert name == entry.path
     assert report.content_bytes == sum(e.size for e in report.listing if e.kind == "file")
+    if not any(entry.kind == "file" and "sparse" in entry.path for entry in report.listing):
+        ours = in_full(unpacked_by_us(data, work / "ours"), report.listing)
+        theirs = in_full(out, report.listing)
+        for rel, what in theirs.items():
+            # tar sets a directory's time when it leaves it; a later member put back in it
+            # changes it again (to the time of the extraction): not the archive's to compare
+            if what[0] == "dir" and isinstance(what[-1], int) and what[-1] >= began:
+                ours[rel] = theirs[rel] = ("dir", None)
+        assert ours == theirs
 
 
 REFUSED = {
