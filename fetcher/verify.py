@@ -51,9 +51,11 @@ def examine(
     *,
     deep: bool = True,
     progress: Callable[[int], None] | None = None,
+    check_with: Callable[[], ArchiveCheck] = ArchiveCheck,
 ) -> Examined | None:
-    """Hash a file of DIR and, `deep`, check it as a tar.gz in the same pass; None if absent."""
-    check = ArchiveCheck() if deep else None
+    """Hash a file of DIR and, `deep`, check it as a tar.gz in the same pass (`check_with`
+    makes the check: one that unpacks, say); None if absent."""
+    check = check_with() if deep else None
     hashed = dest.hash_file(name, progress=progress, sink=check)
     if hashed is None:
         return None

@@ -154,7 +154,8 @@ def _assert_ends_with_readiness(server: dict[str, Any], out: str) -> None:
         lines[-2],
         lines[-1],
     )
-    assert header.split() == ["ARCHIVE", "REPLICA", "SET", "MONGODB", "ENGINE", "UNPACKED"]
+    columns = ["ARCHIVE", "REPLICA", "SET", "MONGODB", "ENGINE", "UNPACKED", "DBPATH"]
+    assert header.split() == columns
     shown = {row.split()[0]: row.split()[1:4] for row in table}
     assert shown == {
         job["fileName"]: [job["replicaSet"], "7.0.12", "wiredTiger"] for job in server["jobs"]

@@ -116,13 +116,13 @@ class Unpacker:
             try:
                 self._writer.trim()
                 item[0](*item[1:])
-            except OSError as exc:
-                self._fail(_os_problem(exc))
+            except Exception as exc:  # noqa: BLE001 - the walk must hear of it, never hang
+                self._fail(_problem(exc))
         if self._problem is None:
             try:
                 self._writer.finish()
-            except OSError as exc:
-                self._fail(_os_problem(exc))
+            except Exception as exc:  # noqa: BLE001
+                self._fail(_problem(exc))
         self._writer.release()
 
     # -- the caller's side -----------------------------------------------------------------
@@ -303,10 +303,12 @@ class _Syncer:
             try:
                 os.fsync(fd)
             except OSError as exc:
-                self._fail(_os_problem(exc))
+                self._fail(_problem(exc))
             finally:
                 os.close(fd)
 
 
-def _os_problem(exc: OSError) -> str:
-    return f"writing the tree failed: {exc.strerror or exc}"
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"writing the tree failed: {exc.strerror or exc}"
+    return f"writing the tree failed: {type(exc).__name__}"

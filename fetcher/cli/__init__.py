@@ -1,4 +1,4 @@
-"""The `fetcher` command: click only. One module per command (list, fetch, verify), the
+"""The `fetcher` command: click only. One module per command (list, fetch, unpack, verify), the
 options they share and the step to clients (options.py), what they print (render.py), the
 terminal reporter (progress.py). Every error becomes one line and its exit code here.
 """
@@ -20,6 +20,7 @@ from fetcher.cli.list import list_command
 from fetcher.cli.options import Runtime
 from fetcher.cli.progress import TerminalReporter
 from fetcher.cli.render import shown, silence_stdout
+from fetcher.cli.unpack import unpack_command
 from fetcher.cli.verify import verify_command
 from fetcher.errors import FetcherError
 
@@ -105,5 +106,5 @@ def _register(command: click.Command) -> None:
     main.add_command(command)
 
 
-for _command in (list_command, fetch_command, verify_command):
+for _command in (list_command, fetch_command, unpack_command, verify_command):
     _register(_command)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +66,14 @@ if TYPE_CHECKING:
     help="Only the archives whose file name or replica set matches this shell pattern"
     " (repeatable).",
 )
+@click.option(
+    "--unpack-to",
+    "unpack_to",
+    metavar="ROOT",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Unpack each verified archive, while it downloads, into ROOT/<replica set> (the"
+    " dbPath), with ROOT/<replica set>.mongod.conf to start mongod with.",
+)
 @click.option("--wait", is_flag=True, help="Poll until every job is ready (or can never be).")
 @click.option(
     "--poll-interval",
@@ -92,6 +101,7 @@ def fetch_command(
     parallel: int,
     connections: int | None,
     only: tuple[str, ...],
+    unpack_to: Path | None,
     wait: bool,
     poll_interval: float,
     wait_timeout: float,
@@ -108,13 +118,15 @@ def fetch_command(
         group=connection.group, cluster=options.cluster, batch_id=batch_id, job_id=job_id, only=only
     )
     dest = dest or Path.cwd() / str(batch_id or job_id)
+    if unpack_to is not None and unpack_to.absolute() == dest.absolute():
+        raise click.UsageError("--unpack-to ROOT must not be --dest: ROOT holds only the trees")
     reporter = TerminalReporter(
         bars=not quiet and sys.stderr.isatty(),
         lines=None if quiet else (sys.stderr if as_json else sys.stdout),
         wait=wait,
     )
     waiting = WaitPolicy(enabled=wait, poll_interval=poll_interval, timeout=wait_timeout)
-    result, records = _run(connection, dest, target, reporter, connections, waiting)
+    result, records = _run(connection, dest, target, reporter, connections, waiting, unpack_to)
     # This run's outcomes decide the exit code; the manifest also keeps earlier runs' jobs.
     # Problems of the restore set (the whole batch's) make it incomplete.
     restore_set = result.restore_set
@@ -137,10 +149,12 @@ def _run(
     reporter: TerminalReporter,
     connections: int | None,
     wait: WaitPolicy,
+    unpack_to: Path | None,
 ) -> tuple[Manifest, tuple[JobRecord, ...]]:
     """Fetch into `dest` under its lock: the manifest written, and this run's records."""
     from fetcher.fetch import Fetcher
     from fetcher.service.http import pull_client
+    from fetcher.unpacking import UnpackRoot
 
     settings, http = connection.settings, connection.http
     created = not dest.exists()
@@ -149,8 +163,12 @@ def _run(
             Destination(dest) as destination,
             http,
             pull_client(settings, log=connection.log) as pull,
+            contextlib.ExitStack() as stack,
         ):
             destination.lock()
+            root = None
+            if unpack_to is not None:
+                root = stack.enter_context(UnpackRoot(unpack_to, note=reporter.note))
             fetcher = Fetcher(
                 connection.api,
                 pull,
@@ -164,6 +182,7 @@ def _run(
                 wait=wait,
                 clock=connection.runtime.clock,
                 write=connection.runtime.write,
+                unpack=root,
             )
             try:
                 return fetcher.run(), fetcher.records

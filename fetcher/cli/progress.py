@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
-from fetcher.cli.render import job_line, shown
+from fetcher.cli.render import job_line, shown, unpack_line
 from fetcher.manifest import JobRecord
 
 if TYPE_CHECKING:
@@ -78,6 +78,12 @@ class TerminalReporter:
             )
             if out is not None:
                 self._write(shown(job_line(record)), out)
+            unpacked = unpack_line(record)
+            if unpacked is not None:
+                failed = unpacked.startswith("not unpacked")
+                out = self._lines if self._lines is not None or not failed else sys.stderr
+                if out is not None:
+                    self._write(shown(unpacked), out)
 
     def note(self, text: str) -> None:
         """Show a remark on stderr."""

@@ -33,7 +33,7 @@ LIST_HEADERS = (
     "EXPIRES",
     "DOWNLOADABLE",
 )
-READINESS_HEADERS = ("ARCHIVE", "REPLICA SET", "MONGODB", "ENGINE", "UNPACKED")
+READINESS_HEADERS = ("ARCHIVE", "REPLICA SET", "MONGODB", "ENGINE", "UNPACKED", "DBPATH")
 
 
 def shown(text: str) -> str:
@@ -164,6 +164,22 @@ def job_line(record: JobRecord) -> str:
     return f"{record.outcome:<10} {label}: {record.reason}"
 
 
+def unpack_line(record: JobRecord) -> str | None:
+    """Where an archive was unpacked, or why not; None when no unpack was asked for."""
+    f = record.files[0] if record.files else None
+    if f is None or f.unpack is None or record.outcome != "verified":
+        return None
+    return unpack_text(f.name, f.unpack)
+
+
+def unpack_text(name: str | None, u: mf.Unpack) -> str:
+    """`unpacked  NAME  into ROOT/RS  (N files, SIZE)`, or `not unpacked  NAME: why`."""
+    if u.problem is not None:
+        return f"not unpacked  {name}: {u.problem}"
+    earlier = "; unpacked earlier" if u.earlier else ""
+    return f"unpacked  {name}  into {u.to}  ({u.files} files, {size(u.bytes)}{earlier})"
+
+
 def summary(jobs: tuple[JobRecord, ...], where: Path, code: int) -> str:
     """The last line of a fetch: how many jobs came to what, and where the manifest is."""
     counts = {o: sum(1 for j in jobs if j.outcome == o) for o in mf.OUTCOMES}
@@ -220,6 +236,7 @@ def readiness_table(manifest: Manifest) -> list[str]:
                 info_value(info, "MongoDB Version") or "-",
                 info_value(info, "Storage engine type", "Storage Engine") or "-",
                 size(f.content_bytes) if f.content_bytes is not None else "-",
+                f.unpack.to or "-" if f.unpack is not None else "-",
             )
         )
     return table(rows) if len(rows) > 1 else []

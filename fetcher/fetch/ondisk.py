@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from fetcher.checks.archive import ArchiveReport
+from fetcher.checks.archive import ArchiveCheck, ArchiveReport
 from fetcher.engine.part import commit
 from fetcher.fetch.outcome import damaged
 from fetcher.manifest import Failure, Outcome
@@ -34,16 +34,22 @@ class Seen:
 
 
 def recheck(
-    dest: Destination, name: str, expected: str, *, progress: Callable[[int], None]
+    dest: Destination,
+    name: str,
+    expected: str,
+    *,
+    progress: Callable[[int], None],
+    check_with: Callable[[], ArchiveCheck] = ArchiveCheck,
 ) -> tuple[OnDisk, Seen | None]:
-    """Hash and check a final-named archive against the SHA1 it was verified with.
+    """Hash and check (`check_with` makes the check) a final-named archive against the SHA1
+    it was verified with.
 
     One of another user (or with a second hard link) is set aside, never adopted: they could
     rewrite it after it was checked. It is then absent, to be downloaded again.
     """
     if dest.set_aside_foreign(name) is not None:
         return "absent", None
-    seen = examine(dest, name, progress=progress)
+    seen = examine(dest, name, progress=progress, check_with=check_with)
     if seen is None:
         return "absent", None
     if seen.sha1 != expected:
@@ -64,7 +70,13 @@ def changed(name: str, expected: str, size: int, why_not: str) -> Seen:
     return Seen("failed", reason, size, expected, failure="integrity")
 
 
-def finish_kept_part(dest: Destination, name: str, expected: str) -> Seen | None:
+def finish_kept_part(
+    dest: Destination,
+    name: str,
+    expected: str,
+    *,
+    check_with: Callable[[], ArchiveCheck] = ArchiveCheck,
+) -> Seen | None:
     """A complete partial file kept for want of a SHA1, verified now with no link at all:
     published under its final name when it passes. None when it is not complete or stale
     (it stays for a resume while the link allows)."""
@@ -72,7 +84,7 @@ def finish_kept_part(dest: Destination, name: str, expected: str) -> Seen | None
     dest.set_aside_foreign(part)  # another user's bytes would become their archive
     if not dest.exists(part):
         return None
-    seen = examine(dest, part)
+    seen = examine(dest, part, check_with=check_with)
     if seen is None or seen.sha1 != expected:
         return None
     report = seen.report

@@ -24,13 +24,15 @@ from fetcher.fetch.claims import NameClaims
 from fetcher.fetch.outcome import Decision, Found, decide
 from fetcher.fetch.poll import WaitPolicy, poll
 from fetcher.fetch.target import Item, Reporter, Target
-from fetcher.manifest import FileRecord, JobRecord, Manifest
+from fetcher.manifest import FileRecord, JobRecord, Manifest, Unpack
 from fetcher.names import choose_name
 from fetcher.redact import Redactor
 from fetcher.retry import RetryPolicy
 from fetcher.service.client import RestoreJobsClient
 from fetcher.service.model import Archive, Readiness, RestoreJob, readiness
 from fetcher.storage import Destination, SpaceGuard
+from fetcher.unpacking import Archive as ArchiveUnpack
+from fetcher.unpacking import UnpackRoot
 
 DEFAULT_CONNECTIONS = 4  # per archive, where ranged requests cost nothing
 COUNTED_BELOW = 1000  # a link allowing fewer downloads than this gets one connection
@@ -55,8 +57,10 @@ class Fetcher:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         write: Write = os.write,
+        unpack: UnpackRoot | None = None,
     ) -> None:
         self._api, self._pull, self._dest, self._target = api, pull, dest, target
+        self._unpack = unpack  # --unpack-to: each verified archive's tree there
         self._reporter, self._redactor, self._policy = reporter, redactor, policy
         self._parallel = max(1, parallel)
         self._connections = connections  # per archive; None: DEFAULT_CONNECTIONS where free
@@ -298,9 +302,16 @@ class Fetcher:
             done += n
             update(done, None)
 
-        found, seen = ondisk.recheck(self._dest, name, expected, progress=advance)
-        if seen is not None:
-            self._finish(item, self._seen(item, name, seen))
+        unpack = self._unpacker(item, name)
+        try:
+            found, seen = ondisk.recheck(
+                self._dest, name, expected, progress=advance, check_with=_checks(unpack)
+            )
+            if seen is not None:
+                self._finish(item, self._seen(item, name, seen, unpack))
+        finally:
+            if unpack is not None:
+                unpack.abort()
         return found
 
     def _changed_on_disk(self, item: Item, name: str, why_not: str) -> JobRecord:
@@ -313,12 +324,22 @@ class Fetcher:
 
     def _kept_part_verifies(self, item: Item, name: str) -> bool:
         expected = item.archive.sha1
-        seen = ondisk.finish_kept_part(self._dest, name, expected) if expected else None
-        if seen is not None:
-            self._finish(item, self._seen(item, name, seen))
+        if not expected:
+            return False
+        unpack = self._unpacker(item, name)
+        try:
+            seen = ondisk.finish_kept_part(self._dest, name, expected, check_with=_checks(unpack))
+            if seen is not None:
+                self._finish(item, self._seen(item, name, seen, unpack))
+        finally:
+            if unpack is not None:
+                unpack.abort()
         return seen is not None
 
-    def _seen(self, item: Item, name: str, seen: ondisk.Seen) -> JobRecord:
+    def _seen(
+        self, item: Item, name: str, seen: ondisk.Seen, unpack: ArchiveUnpack | None = None
+    ) -> JobRecord:
+        verified = seen.outcome == "verified" and seen.report is not None
         return self._record(
             item,
             seen.outcome,
@@ -328,14 +349,29 @@ class Fetcher:
             size=seen.size,
             sha1=seen.sha1,
             report=seen.report,
+            unpacked=unpack.complete(seen.report) if unpack and verified and seen.report else None,
         )
 
     def _old_file(self, item: Item, name: str) -> tuple[str | None, int | None]:
         """The SHA1 and size an earlier run recorded for this archive's bytes, if any."""
+        f = self._old_record(item, name)
+        return (f.sha1, f.size) if f is not None else (None, None)
+
+    def _old_record(self, item: Item, name: str | None) -> FileRecord | None:
+        """What an earlier run recorded of this archive's bytes under `name`, if any."""
         for f in self._old_files.get(item.job.id, ()):
             if f.name == name and f.on_disk:
-                return f.sha1, f.size
-        return None, None
+                return f
+        return None
+
+    def _unpacker(self, item: Item, name: str) -> ArchiveUnpack | None:
+        """The unpack of an archive (with --unpack-to), its replica set the API's else the
+        one an earlier run read in it."""
+        if self._unpack is None:
+            return None
+        earlier = self._old_record(item, name)
+        replica_set = item.archive.replica_set or (earlier.replica_set if earlier else None)
+        return self._unpack.archive(name, replica_set, earlier)
 
     # -- downloading ---------------------------------------------------------------------
 
@@ -359,6 +395,14 @@ class Fetcher:
         self._finish(item, record)
 
     def _transfer_and_verify(self, item: Item, name: str) -> JobRecord:
+        unpack = self._unpacker(item, name)
+        try:
+            return self._transfer(item, name, unpack)
+        finally:
+            if unpack is not None:
+                unpack.abort()  # unless its tree was published: then nothing is left to remove
+
+    def _transfer(self, item: Item, name: str, unpack: ArchiveUnpack | None) -> JobRecord:
         job, archive = item.job, item.archive
         assert archive.url is not None
         source = Source(
@@ -368,7 +412,7 @@ class Fetcher:
             bearer=archive.bearer,
             max_downloads=job.delivery.max_downloads,
         )
-        result = self._download(source, name, archive.sha1, fresh=False)
+        result = self._download(source, name, archive.sha1, fresh=False, unpack=unpack)
         attempts = result.attempts
         expected = archive.sha1
         if expected is None and archive.sha1_source == "late":
@@ -377,11 +421,14 @@ class Fetcher:
         if decision.action == "again":
             self._reporter.note(f"{name}: {decision.reason}; starting over")
             discard(self._dest, name)
-            result = self._download(source, name, expected, fresh=True)
+            result = self._download(source, name, expected, fresh=True, unpack=unpack)
             attempts += result.attempts
             decision = self._decide(item, name, result, expected, retried=True)
+        unpacked = None
         if decision.action == "commit":
             commit(self._dest, name)
+            if unpack is not None and result.archive is not None:
+                unpacked = unpack.complete(result.archive)  # the archive first, then its tree
         elif decision.action == "discard":
             discard(self._dest, name)
         published = decision.action == "commit"
@@ -397,6 +444,7 @@ class Fetcher:
             report=result.archive if decision.action != "discard" else None,
             attempts=attempts,
             resumed_bytes=result.resumed_bytes,
+            unpacked=unpacked,
         )
 
     def _decide(
@@ -422,7 +470,15 @@ class Fetcher:
             retried=retried,
         )
 
-    def _download(self, source: Source, name: str, sha1: str | None, *, fresh: bool) -> PartResult:
+    def _download(
+        self,
+        source: Source,
+        name: str,
+        sha1: str | None,
+        *,
+        fresh: bool,
+        unpack: ArchiveUnpack | None,
+    ) -> PartResult:
         connections = self._connections_for(source)
         engine = Download(
             self._pull,
@@ -434,7 +490,7 @@ class Fetcher:
             space=self._space,
             progress=self._reporter.progress(name),
             stop=self._stop,
-            check=ArchiveCheck,
+            check=_checks(unpack),
             write=self._write,
         )
         if connections > 1:
@@ -483,6 +539,7 @@ class Fetcher:
         report: ArchiveReport | None = None,
         attempts: int = 0,
         resumed_bytes: int = 0,
+        unpacked: Unpack | None = None,
     ) -> JobRecord:
         """The job's record with this one archive: unnamed but for its replica set when its
         name is not known (none at all while the job's archives are not)."""
@@ -501,8 +558,17 @@ class Fetcher:
             attempts=attempts,
             resumed_bytes=resumed_bytes,
             replica_set=item.archive.replica_set,
+            unpack=unpacked or self._unpacked_earlier(item, name, sha1),
         )
         return JobRecord.of(item.job.id, (file.with_check(report),), info=info)
+
+    def _unpacked_earlier(self, item: Item, name: str | None, sha1: str | None) -> Unpack | None:
+        """Where an earlier run unpacked these very bytes, kept on record by a run without
+        --unpack-to (one with it looks at the tree again)."""
+        earlier = self._old_record(item, name) if self._unpack is None and sha1 else None
+        if earlier is None or earlier.sha1 != sha1 or earlier.unpack is None:
+            return None
+        return replace(earlier.unpack, problem=None) if earlier.unpack.to else None
 
     @property
     def records(self) -> tuple[JobRecord, ...]:
@@ -535,3 +601,8 @@ class Fetcher:
         t = self._target
         what = f"job {t.job_id}" if t.job_id else f"batch {t.batch_id}" if t.batch_id else "cluster"
         return f"{what} of cluster {t.cluster} in group {t.group}"
+
+
+def _checks(unpack: ArchiveUnpack | None) -> Callable[[], ArchiveCheck]:
+    """The archive check a pass over an archive makes: one that unpacks it, with --unpack-to."""
+    return unpack.new_check if unpack is not None else ArchiveCheck

@@ -13,6 +13,7 @@ from fetcher.manifest.records import (
     FileRecord,
     JobRecord,
     Outcome,
+    Unpack,
     exit_code,
 )
 from fetcher.manifest.store import JOURNAL_NAME, JOURNAL_VERSION, Journal, load, recover, write
@@ -28,6 +29,7 @@ __all__ = [
     "Journal",
     "Manifest",
     "Outcome",
+    "Unpack",
     "combine",
     "exit_code",
     "load",

@@ -7,7 +7,7 @@ from typing import Any, TypedDict
 
 from fetcher.errors import UnsafeNameError
 from fetcher.manifest.document import MANIFEST_VERSION, Manifest, merge
-from fetcher.manifest.records import OUTCOMES, Failure, FileRecord, JobRecord, Outcome
+from fetcher.manifest.records import OUTCOMES, Failure, FileRecord, JobRecord, Outcome, Unpack
 from fetcher.names import check_name
 
 # What a reader of a document may meet; everything else in a job entry is the job's info.
@@ -151,8 +151,25 @@ def _file(obj: dict[str, Any], said: _Said, counts: _Counts | None = None) -> Fi
         replica_set=_text(replica_set) if replica_set is not None else None,
         restore_info=info if check == "passed" else None,
         content_bytes=(_size(content) if content is not None else 0) if check == "passed" else None,
+        unpack=_unpack(obj),
         **said,
         **counts,
+    )
+
+
+def _unpack(obj: dict[str, Any]) -> Unpack | None:
+    """The unpack fields of a files[] entry (absent from older manifests)."""
+    problem, to = obj.get("unpackProblem"), obj.get("unpackedTo")
+    if problem is None and to is None:
+        return None
+    config, digest = obj.get("mongodConfig"), obj.get("unpackedDigest")
+    return Unpack(
+        to=_text(to) if to is not None else None,
+        config=_text(config) if config is not None else None,
+        files=_size(obj.get("unpackedFiles", 0)),
+        bytes=_size(obj.get("unpackedBytes", 0)),
+        digest=_text(digest) if digest is not None else None,
+        problem=_text(problem) if problem is not None else None,
     )
 
 

@@ -17,6 +17,31 @@ _RANK: dict[str, int] = {"verified": 0, "unverified": 1, "skipped": 2, "failed":
 
 
 @dataclass(frozen=True)
+class Unpack:
+    """Where an archive was unpacked (fetch --unpack-to, fetcher unpack), or why it was not."""
+
+    to: str | None = None  # the tree's absolute path: the dbPath its mongod uses
+    config: str | None = None  # the mongod config file written beside it
+    files: int = 0  # regular files (hard links included)
+    bytes: int = 0  # their bytes
+    digest: str | None = None  # of the tree's listing (paths, kinds, sizes, mtimes, links)
+    problem: str | None = None  # why the last unpack asked for did not make its tree
+    # Found unpacked by an earlier run, this run wrote nothing (not recorded).
+    earlier: bool = field(default=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest fields of this unpack: where the tree is (if anywhere), and the
+        problem of the last try, if it had one (a tree elsewhere stays on record)."""
+        doc: dict[str, Any] = {}
+        if self.to is not None:
+            doc.update(unpackedTo=self.to, mongodConfig=self.config, unpackedFiles=self.files)
+            doc.update(unpackedBytes=self.bytes, unpackedDigest=self.digest)
+        if self.problem is not None:
+            doc["unpackProblem"] = self.problem
+        return doc
+
+
+@dataclass(frozen=True)
 class FileRecord:
     """One archive of a job: what it came to, and, once checked, what is in it.
 
@@ -39,6 +64,7 @@ class FileRecord:
     replica_set: str | None = None  # the API's name for it, else restoreInfo.txt's
     restore_info: dict[str, str] | None = None  # every "Key: value" line of restoreInfo.txt
     content_bytes: int | None = None  # the disk its regular files need unpacked
+    unpack: Unpack | None = None  # None: not unpacked, nor asked to be
 
     @property
     def key(self) -> str:
@@ -82,6 +108,8 @@ class FileRecord:
             entry["replicaSet"] = self.replica_set
         if self.archive_check == "passed":
             entry.update(restoreInfo=self.restore_info, contentBytes=self.content_bytes)
+        if self.unpack is not None:
+            entry.update(self.unpack.to_json())
         return entry
 
 
@@ -200,11 +228,14 @@ def combine_job(a: JobRecord, b: JobRecord) -> JobRecord:
 def exit_code(jobs: tuple[JobRecord, ...] | list[JobRecord], *, problems: int = 0) -> int:
     """Map outcomes to the process status: integrity (4) over error (1) over incomplete (3).
 
-    Problems of the restore set (two archives for one replica set, ...) are incomplete too.
+    Problems of the restore set (two archives for one replica set, ...) are incomplete too;
+    an archive verified but not unpacked as asked is an error.
     """
     if any(j.failure == "integrity" for j in jobs):
         return EXIT_INTEGRITY
     if any(j.outcome == "failed" for j in jobs):
+        return EXIT_ERROR
+    if any(f.unpack is not None and f.unpack.problem for j in jobs for f in j.files):
         return EXIT_ERROR
     if not jobs or problems or any(j.outcome != "verified" for j in jobs):
         return EXIT_INCOMPLETE

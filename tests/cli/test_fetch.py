@@ -1417,7 +1417,8 @@ def test_a_good_batch_is_ready_to_restore(atlas: Atlas, creds: None, tmp_path: P
     lines = result.stdout.rstrip().splitlines()
     assert lines[-1] == f"ready to restore: 3 shards + config server, restore point {JOB_TIME}"
     header = lines[-6].split()
-    assert header == ["ARCHIVE", "REPLICA", "SET", "MONGODB", "ENGINE", "UNPACKED"]
+    assert header == ["ARCHIVE", "REPLICA", "SET", "MONGODB", "ENGINE", "UNPACKED", "DBPATH"]
+    assert lines[-2].split()[-1] == "-"  # not unpacked
     assert lines[-2].split()[:4] == [f"{CONFIG}.tar.gz", CONFIG, "7.0.12", "wiredTiger"]
 
 

@@ -71,3 +71,31 @@ def test_the_api_s_replica_set_comes_before_restore_info_s() -> None:
         "truncated gzip stream",
         None,
     )
+
+
+def test_an_unpack_is_written_and_read_back_and_its_problem_is_an_error() -> None:
+    tree = mf.Unpack("/r/rs0", "/r/rs0.mongod.conf", 3, 4096, "d" * 40)
+    done = FileRecord("a.tar.gz", size=1, sha1="a" * 40, unpack=tree)
+    entry = done.to_json()
+    assert {k: entry[k] for k in ("unpackedTo", "mongodConfig", "unpackedFiles")} == {
+        "unpackedTo": "/r/rs0",
+        "mongodConfig": "/r/rs0.mongod.conf",
+        "unpackedFiles": 3,
+    }
+    assert "unpackProblem" not in entry
+    # Not unpacked here, the tree made elsewhere stays on record beside the problem.
+    refused = FileRecord("a.tar.gz", size=1, sha1="a" * 40, unpack=mf.Unpack(
+        "/r/rs0", None, 3, 4096, "d" * 40, problem="/s/rs0 holds data: not unpacked into it"
+    ))  # fmt: skip
+    for record in (done, refused):
+        doc = {"id": "j1", "outcome": "verified", "reason": "", "files": [record.to_json()]}
+        (back,) = (
+            mf.parse({"manifestVersion": 2, "groupId": "g", "cluster": "c", "jobs": [doc]})
+            .jobs[0]
+            .files
+        )
+        assert back.unpack == record.unpack
+    ok = JobRecord.of("j1", (done,), info={})
+    bad = JobRecord.of("j2", (refused,), info={})
+    assert mf.exit_code([ok]) == 0
+    assert mf.exit_code([ok, bad]) == 1  # verified, and not unpacked as asked
