@@ -45,7 +45,9 @@ WORK = BENCH / "work"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 FETCHER = Path(sys.executable).parent / "fetcher"
-STEPS = ("fetch", "rate100", "tls", "verify", "deep", "resume", "batch", "multi", "scale")
+STEPS = (
+    "fetch", "rate100", "tls", "unpack", "verify", "deep", "resume", "batch", "multi", "scale"
+)  # fmt: skip
 SCALE_JOBS = (200, 1000)  # the two batch sizes of the per-job cost comparison
 SCALE_ARCHIVE = 16 * 1024
 FAST_RATE_MIB = 100  # the rate100 step: one archive from a link limited to this per connection
@@ -586,12 +588,14 @@ class Bench:
             f" CPU a run, fetcher + nginx: {cpu('fetcher-tls-several')}"
         )
 
-    def rss(self, name: str) -> None:
-        """The peak RSS row: the highest of every single-archive fetch measured so far."""
-        self.raw["peak_rss"] = self.peaks
-        peak = max(self.peaks)
+    def rss(self, name: str, peaks: list[int] | None = None, *, key: str = "peak_rss") -> None:
+        """The peak RSS row: the highest of every single-archive fetch measured so far (or
+        of `peaks`)."""
+        peaks = self.peaks if peaks is None else peaks
+        self.raw[key] = peaks
+        peak = max(peaks)
         mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        note = f"max over {len(self.peaks)} runs, from wait4"
+        note = f"max over {len(peaks)} runs, from wait4"
         if peak <= mine:  # Linux carries a parent's peak over into its children
             note += f"; no more than this script's own {mine / MIB:.0f} MiB, so an upper bound"
         self.rows.append(
@@ -630,6 +634,70 @@ class Bench:
                 p4 / p1 <= 1.10,
             )
         )
+
+    def fetch_unpack(
+        self, atlas: Atlas, log: str, peaks: list[int], connections: int | None = None
+    ) -> Callable[[], float]:
+        """A timed `fetcher fetch --unpack-to ROOT` of the first archive (its peak RSS kept)."""
+        archive = atlas.archives[0]
+
+        def fetch() -> float:
+            work = fresh(WORK / log)
+            dest, root = work / "dl", work / "root"
+            argv = [*atlas.fetch(dest, connections=connections), "--unpack-to", str(root)]
+            run = self.fetched(self.timed_cpu(argv, log=log, env=atlas.env), dest, [archive])
+            if not any(p.is_dir() for p in root.iterdir()):
+                raise BenchError(f"fetch --unpack-to left no tree in {root}")
+            peaks.append(run.maxrss)
+            return run.wall
+
+        return fetch
+
+    def unpack(self, atlas: Atlas, fast: Atlas, rate_mib: int) -> None:
+        """`fetch --unpack-to` (download, SHA1, check, unpack, fsync, in one pass) against
+        `curl -s URL | tar -xzf - -C X && sync`, which verifies nothing, and against the
+        careful way by hand, `curl -o F && sha1sum F && tar -xzf F -C X && sync`; then from
+        a link of `rate_mib` MiB/s (one connection) against the ideal; and its peak RSS."""
+        archive = atlas.archives[0]
+        what = f"fetch --unpack-to {size(archive.size)}"
+        peaks: list[int] = []
+
+        def shell(script: str, log: str, *args: str) -> float:
+            run = self.timed_cpu(["sh", "-ec", script, "sh", *args], log=log)
+            return checked(run, log).wall
+
+        def piped() -> float:
+            out = fresh(WORK / "tar-pipe")
+            script = 'curl -sSf "$1" | tar -xzf - -C "$2"; sync'
+            return shell(script, "curl-tar", archive.url, str(out))
+
+        def careful() -> float:
+            work = fresh(WORK / "tar-careful")
+            (work / "x").mkdir()
+            script = 'curl -sSf -o "$1" "$2"; sha1sum "$1" >/dev/null; tar -xzf "$1" -C "$3"; sync'
+            file, into = str(work / archive.name), str(work / "x")
+            return shell(script, "curl-sha1-tar", file, archive.url, into)
+
+        print(f"bench: {what} vs curl | tar -xzf && sync, {self.runs} pairs", flush=True)
+        unpacking = self.fetch_unpack(atlas, "fetcher-unpack", peaks)
+        result = self.pairs(unpacking, piped, warmup=True)
+        self.raw["unpack_vs_curl_tar"] = result
+        self.compare(f"{what} vs curl -s piped into tar -xzf && sync", result, 0.60)
+        self.rows[-1].note = f"CPU {self.cpu_note('fetcher-unpack')} vs {self.cpu_note('curl-tar')}"
+        print(f"bench: {what} vs curl -o && sha1sum && tar -xzf && sync", flush=True)
+        result = self.pairs(unpacking, careful, warmup=False)
+        self.raw["unpack_vs_careful"] = result
+        self.compare(f"{what} vs curl -o && sha1sum && tar -xzf && sync", result, 0.40)
+        ideal = archive.size / (rate_mib * MIB)
+        print(f"bench: {what} @ {rate_mib} MiB/s (ideal {ideal:.2f} s), {self.runs} runs")
+        timed_runs = self.fetch_unpack(fast, "fetcher-unpack-rate", peaks, connections=1)
+        fetched = [timed_runs() for _ in range(self.runs)]
+        self.raw["unpack_at_rate"] = {"runs": fetched, "ideal": ideal, "rateMiB": rate_mib}
+        self.against_ideal(
+            f"{what} @ {rate_mib} MiB/s, one connection,", fetched, ideal, 1.15,
+            "ideal = size / rate: the unpack costs no wall time if it keeps up with the link",
+        )  # fmt: skip
+        self.rss(what, peaks, key="unpack_peak_rss")
 
     def fetched_dir(self, atlas: Atlas) -> Path:
         """A directory holding the first archive and its manifest, fetched once."""
@@ -1015,6 +1083,9 @@ def measure(args: argparse.Namespace, bench: Bench) -> None:
             bench.tls(single_archive(servers.tls_port, "-tls", tls=True), one)
         if bench.peaks:
             bench.rss(f"fetch {size(args.size_mib * MIB)}")
+        if "unpack" in args.only:
+            fast = single_archive(servers.fast_port, "-fast")
+            bench.unpack(one, fast, args.fast_rate_mib)
         if args.full:
             huge = PAYLOAD / "single-4096M"
             make_payload(huge, "Bench4", 4 * GIB)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from fetcher.cli.render import not_updated, shown, unpack_text
+from fetcher.cli.render import not_updated, show_readiness, shown, unpack_text
 from fetcher.unpacking import Unpacked, UnpackResult, unpack_dir
 
 
@@ -53,9 +53,12 @@ def unpack_command(
         click.echo(not_updated(directory), err=True)
     if as_json:
         click.echo(json.dumps(unpack_document(result, directory, root), indent=2))
-    elif not quiet:
-        good = sum(1 for a in result.archives if a.status == "unpacked")
-        click.echo(f"{good} of {len(result.archives)} archives unpacked (exit {result.exit_code})")
+    else:
+        if not quiet:
+            good = sum(1 for a in result.archives if a.status == "unpacked")
+            total = len(result.archives)
+            click.echo(f"{good} of {total} archives unpacked (exit {result.exit_code})")
+        show_readiness(result.manifest, directory, out=sys.stdout, quiet=quiet)
     sys.exit(result.exit_code)
 
 

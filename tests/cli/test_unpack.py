@@ -117,6 +117,33 @@ def test_a_sharded_batch_becomes_four_trees_each_with_its_mongod_config(
     assert any(line.endswith(str(root / CONFIG)) for line in table)
 
 
+def test_several_connections_unpack_the_same_trees(
+    atlas: Atlas, creds: None, tmp_path: Path
+) -> None:
+    """The archive check (and the unpack) follows the complete prefix of ranges written in
+    place: the trees are the same as over one connection."""
+    add_batch(atlas)
+    dest, root = tmp_path / "dl", tmp_path / "root"
+    args = fetch_args(atlas, dest, "--unpack-to", str(root), "--connections", "4")
+    result = run_cli(*args)
+    assert result.exit_code == EXIT_OK, result.stderr
+    for rs in [*SHARDS, CONFIG]:
+        ranged = [r for r in atlas.pull.log if rs in r.path and r.headers.get("range")]
+        assert len(ranged) > 1  # several ranged requests each: the segmented engine ran
+        assert tree(root / rs) == members(atlas.archives[f"{rs}.tar.gz"])
+    visible_only(root)
+
+
+def test_a_root_that_cannot_be_made_is_one_line(atlas: Atlas, creds: None, tmp_path: Path) -> None:
+    add_batch(atlas)
+    (tmp_path / "file").write_text("not a directory")
+    root = tmp_path / "file" / "root"
+    result = run_cli(*fetch_args(atlas, tmp_path / "dl", "--unpack-to", str(root)))
+    assert result.exit_code == EXIT_ERROR
+    assert result.stderr == f"fetcher: error: --unpack-to {root}: Not a directory\n"
+    assert not (tmp_path / "dl").exists()  # nothing fetched: the run stopped before
+
+
 def test_a_rerun_finds_its_trees_and_writes_nothing(
     atlas: Atlas, creds: None, tmp_path: Path
 ) -> None:
@@ -182,7 +209,15 @@ def _climbing_file(rs: str) -> tarfile.TarInfo:
     return evil
 
 
-@pytest.mark.parametrize("evil", [_outward_link, _climbing_file], ids=["link", "member"])
+def _fifo(rs: str) -> tarfile.TarInfo:
+    fifo = tarfile.TarInfo(f"{rs}/pipe")
+    fifo.type = tarfile.FIFOTYPE
+    return fifo
+
+
+@pytest.mark.parametrize(
+    "evil", [_outward_link, _climbing_file, _fifo], ids=["link", "member", "fifo"]
+)
 def test_a_member_or_link_out_of_the_tree_writes_nothing_outside(
     atlas: Atlas, creds: None, tmp_path: Path, evil: Any
 ) -> None:
@@ -354,7 +389,9 @@ def test_unpack_offline_records_where_each_tree_is(
     assert len(atlas.pull.log) == requests  # offline
     assert names(root) == [SHARDS[0], f"{SHARDS[0]}.mongod.conf"]
     assert tree(root / SHARDS[0]) == members(atlas.archives[f"{SHARDS[0]}.tar.gz"])
-    assert result.stdout.splitlines()[-1] == "1 of 1 archives unpacked (exit 0)"
+    assert "1 of 1 archives unpacked (exit 0)" in result.stdout.splitlines()
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith(f"{SHARDS[0]}.")]
+    assert row.split()[-1] == str(root / SHARDS[0])  # the readiness table's DBPATH
     assert file_entry(dest, jobs[SHARDS[0]])["unpackedTo"] == str(root / SHARDS[0])
     assert "unpackedTo" not in file_entry(dest, jobs[SHARDS[1]])
 
