@@ -8,7 +8,12 @@ import json
 import os
 import re
 import secrets
+import signal
 import ssl
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -297,6 +302,58 @@ def file_entry(dest: Path, job: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- shared by several test modules (one definition each) --------------------------------------
+
+PATIENCE = 30.0  # how long to wait for a subprocess to reach a point; never reached when healthy
+
+
+def spawn_fetch(
+    atlas: Atlas, dest: Path, tmp_path: Path, tag: str, *extra: str
+) -> subprocess.Popen[bytes]:
+    """Start `fetcher fetch` as a process of its own (credentials come from the environment)."""
+    out = (tmp_path / f"{tag}.out").open("wb")
+    err = (tmp_path / f"{tag}.err").open("wb")
+    with out, err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fetcher.cli", *fetch_args(atlas, dest, *extra)],
+            stdout=out,
+            stderr=err,
+            env=dict(os.environ),
+            cwd=tmp_path,
+        )
+
+
+def wait_until(
+    done: Callable[[], bool], proc: subprocess.Popen[bytes], tmp_path: Path, tag: str
+) -> None:
+    """Poll until `done()`; fail if the process ends first (or after PATIENCE seconds)."""
+    deadline = time.monotonic() + PATIENCE
+    while not done():
+        if proc.poll() is not None:
+            err = (tmp_path / f"{tag}.err").read_text()
+            pytest.fail(f"fetch ended early with {proc.returncode}: {err}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("fetch never got there")
+        time.sleep(0.02)
+
+
+def kill_9_when(
+    done: Callable[[], bool],
+    proc: subprocess.Popen[bytes],
+    tmp_path: Path,
+    tag: str,
+    held: threading.Event,
+) -> None:
+    """SIGKILL the fetch once `done()`, then let the server go on (`held`)."""
+    try:
+        wait_until(done, proc, tmp_path, tag)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    finally:
+        held.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -79,6 +80,20 @@ def make_archive(
     return archive.make_archive(
         replica_set, payload, info=text, epoch=RESTORE_EPOCH, level=level, extra=extra
     )
+
+
+def with_member(rs: str, member: tarfile.TarInfo, data: bytes = b"") -> bytes:
+    """A small restore archive of `rs` with one more member (and its data) after the others."""
+    buf = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(make_archive(rs, 4 * KiB)), mode="r:gz") as src,
+        tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar,
+    ):
+        for m in src.getmembers():
+            tar.addfile(m, src.extractfile(m))
+        member.size = len(data) if member.isfile() else 0
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return buf.getvalue()
 
 
 class Sleeps:

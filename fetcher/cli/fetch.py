@@ -17,6 +17,7 @@ from fetcher.cli.options import (
     batch_option,
     connect,
     object_id,
+    only_option,
 )
 from fetcher.cli.progress import TerminalReporter
 from fetcher.cli.render import REDACTOR, dump, show_readiness, silence_stdout, summary
@@ -58,14 +59,7 @@ if TYPE_CHECKING:
     help="Connections per archive, each fetching byte ranges [default: 4, or 1 for links"
     " that allow fewer than 1000 downloads].",
 )
-@click.option(
-    "--only",
-    "only",
-    multiple=True,
-    metavar="PATTERN",
-    help="Only the archives whose file name or replica set matches this shell pattern"
-    " (repeatable).",
-)
+@only_option()
 @click.option(
     "--unpack-to",
     "unpack_to",

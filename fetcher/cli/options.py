@@ -174,6 +174,18 @@ def batch_option(help: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     return click.option("--batch", "batch_id", metavar="BATCH-ID", callback=object_id, help=help)
 
 
+def only_option() -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """--only PATTERN (repeatable): the archives of this host (fetch, unpack)."""
+    return click.option(
+        "--only",
+        "only",
+        multiple=True,
+        metavar="PATTERN",
+        help="Only the archives whose file name or replica set matches this shell pattern"
+        " (repeatable).",
+    )
+
+
 @dataclass(frozen=True)
 class Connection:
     """What a command that talks to the API works with, built once from its options."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from fetcher.cli.options import only_option
 from fetcher.cli.render import not_updated, show_readiness, shown, unpack_text
 from fetcher.unpacking import Unpacked, UnpackResult, unpack_dir
 
@@ -22,14 +23,7 @@ from fetcher.unpacking import Unpacked, UnpackResult, unpack_dir
     type=click.Path(file_okay=False, path_type=Path),
     help="Unpack each archive into ROOT/<replica set>, its mongod config beside it.",
 )
-@click.option(
-    "--only",
-    "only",
-    multiple=True,
-    metavar="PATTERN",
-    help="Only the archives whose file name or replica set matches this shell pattern"
-    " (repeatable).",
-)
+@only_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems.")
 def unpack_command(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -39,6 +38,7 @@ from fetcher.service.http import tls_context
 from fetcher.storage import LOCK_NAME, Destination
 from tests.atlasv2 import CLIENT_ID, CLIENT_SECRET, CLUSTER_V2, AtlasV2, V2Job
 from tests.conftest import (
+    PATIENCE,
     Atlas,
     add_batch,
     add_host_batch,
@@ -51,12 +51,15 @@ from tests.conftest import (
     fetch_job,
     file_entry,
     job_entry,
+    kill_9_when,
     loud,
     manifest_doc,
     plant_secrets,
     run_cli,
     server_context,
+    spawn_fetch,
     v2_args,
+    wait_until,
 )
 from tests.pullserver import Fault, PullServer, Resource, Served
 from tests.support import (
@@ -84,6 +87,7 @@ from tests.support import (
     run_without_privilege,
     sha1,
     with_garbage,
+    with_member,
     write_netrc,
 )
 
@@ -379,7 +383,6 @@ NAME = "Cluster0-shard-0.tar.gz"
 
 
 MiB = 1024 * KiB
-PATIENCE = 30.0  # how long to wait for a subprocess to reach a point; never reached when healthy
 
 
 @pytest.fixture
@@ -728,37 +731,6 @@ def test_failures_with_progress_between_them_are_not_limited(
 # -- 9. and 10. real processes: kill -9, and two fetches into one directory --------------------
 
 
-def spawn_fetch(
-    atlas: Atlas, dest: Path, tmp_path: Path, tag: str, *extra: str
-) -> subprocess.Popen[bytes]:
-    """Start `fetcher fetch` as a process of its own (credentials come from the environment)."""
-    out = (tmp_path / f"{tag}.out").open("wb")
-    err = (tmp_path / f"{tag}.err").open("wb")
-    with out, err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "fetcher.cli", *fetch_args(atlas, dest, *extra)],
-            stdout=out,
-            stderr=err,
-            env=dict(os.environ),
-            cwd=tmp_path,
-        )
-
-
-def wait_until(
-    done: Callable[[], bool], proc: subprocess.Popen[bytes], tmp_path: Path, tag: str
-) -> None:
-    """Poll until `done()`; fail if the process ends first (or after PATIENCE seconds)."""
-    deadline = time.monotonic() + PATIENCE
-    while not done():
-        if proc.poll() is not None:
-            err = (tmp_path / f"{tag}.err").read_text()
-            pytest.fail(f"fetch ended early with {proc.returncode}: {err}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("fetch never got there")
-        time.sleep(0.02)
-
-
 def part_size(dest: Path) -> int:
     try:
         return (dest / partial_name(NAME)).stat().st_size
@@ -783,15 +755,7 @@ def test_kill_9_mid_transfer_then_rerun_resumes(
     job, resource = add(atlas, Fault(stall_after=first, hold=held))
     size = len(atlas.archives[NAME])
     proc = spawn_fetch(atlas, dest, tmp_path, "killed")
-    try:
-        wait_until(lambda: part_size(dest) == first, proc, tmp_path, "killed")
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL
-    finally:
-        held.set()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_9_when(lambda: part_size(dest) == first, proc, tmp_path, "killed", held)
     assert not (dest / NAME).exists()
     assert (dest / state_name(NAME)).exists()
     if tamper == "other-job":
@@ -1364,17 +1328,7 @@ def _gz(tar_bytes: bytes) -> bytes:
 
 def _escaping_archive(rs: str) -> bytes:
     """A restore archive with one more member, whose path climbs out of the directory."""
-    evil = tarfile.TarInfo("../../etc/cron.d/evil")
-    buf = io.BytesIO()
-    with (
-        tarfile.open(fileobj=io.BytesIO(make_archive(rs, 4 * KiB)), mode="r:gz") as src,
-        tarfile.open(fileobj=buf, mode="w") as tar,
-    ):
-        for member in src.getmembers():
-            tar.addfile(member, src.extractfile(member))
-        evil.size = 5
-        tar.addfile(evil, io.BytesIO(b"evil\n"))
-    return _gz(buf.getvalue())
+    return with_member(rs, tarfile.TarInfo("../../etc/cron.d/evil"), b"evil\n")
 
 
 # -- a good batch ----------------------------------------------------------------------------

@@ -11,10 +11,7 @@ import fcntl
 import io
 import json
 import os
-import signal
 import stat
-import subprocess
-import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -34,13 +31,13 @@ from tests.conftest import (
     fetch_job,
     file_entry,
     job_entry,
+    kill_9_when,
     loud,
     run_cli,
+    spawn_fetch,
 )
 from tests.fake.pull import Fault
-from tests.support import CONFIG, SHARDS, KiB, make_archive
-
-PATIENCE = 30.0
+from tests.support import CONFIG, SHARDS, KiB, make_archive, with_member
 
 
 def members(data: bytes) -> dict[str, bytes | None]:
@@ -184,19 +181,6 @@ def test_an_archive_that_fails_leaves_no_tree(
     assert SHARDS[0] in names(root)  # the others are unpacked
 
 
-def _climbing(rs: str, member: tarfile.TarInfo) -> bytes:
-    """A restore archive with one more member after the good ones."""
-    buf = io.BytesIO()
-    with (
-        tarfile.open(fileobj=io.BytesIO(make_archive(rs, 4 * KiB)), mode="r:gz") as src,
-        tarfile.open(fileobj=buf, mode="w:gz") as tar,
-    ):
-        for m in src.getmembers():
-            tar.addfile(m, src.extractfile(m))
-        tar.addfile(member, io.BytesIO(b"evil\n") if member.isfile() else None)
-    return buf.getvalue()
-
-
 def _outward_link(rs: str) -> tarfile.TarInfo:
     link = tarfile.TarInfo(f"{rs}/escape")
     link.type, link.linkname = tarfile.SYMTYPE, "../../outside"
@@ -204,9 +188,7 @@ def _outward_link(rs: str) -> tarfile.TarInfo:
 
 
 def _climbing_file(rs: str) -> tarfile.TarInfo:
-    evil = tarfile.TarInfo(f"{rs}/../../outside/evil")
-    evil.size = 5
-    return evil
+    return tarfile.TarInfo(f"{rs}/../../outside/evil")
 
 
 def _fifo(rs: str) -> tarfile.TarInfo:
@@ -222,7 +204,7 @@ def test_a_member_or_link_out_of_the_tree_writes_nothing_outside(
     atlas: Atlas, creds: None, tmp_path: Path, evil: Any
 ) -> None:
     bad = SHARDS[0]
-    atlas.add(f"{bad}.tar.gz", _climbing(bad, evil(bad)))
+    atlas.add(f"{bad}.tar.gz", with_member(bad, evil(bad), b"evil\n"))
     dest, root = tmp_path / "dl", tmp_path / "a" / "root"
     outside = tmp_path / "a" / "outside"
     outside.mkdir(parents=True)
@@ -317,26 +299,14 @@ def test_kill_9_mid_unpack_then_rerun_downloads_no_byte_twice(
     job = atlas.add(name, data)
     atlas.pull.resources[job["_path"]].faults = [Fault(stall_after=first, hold=held)]
     dest, root = tmp_path / "dl", tmp_path / "root"
-    err = (tmp_path / "killed.err").open("wb")
-    with err:
-        args = fetch_args(atlas, dest, "--unpack-to", str(root), "--connections", "1")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fetcher.cli", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=dict(os.environ),
-            cwd=tmp_path,
-        )
-    try:
-        _wait_for(lambda: _size(dest / partial_name(name)) == first, proc)
-        _wait_for(lambda: any(n.startswith(STAGING_PREFIX) for n in names(root)), proc)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL
-    finally:
-        held.set()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    extra = ("--unpack-to", str(root), "--connections", "1")
+    proc = spawn_fetch(atlas, dest, tmp_path, "killed", *extra)
+
+    def midway() -> bool:
+        staged = root.exists() and any(n.startswith(STAGING_PREFIX) for n in names(root))
+        return staged and _size(dest / partial_name(name)) == first
+
+    kill_9_when(midway, proc, tmp_path, "killed", held)
     assert rs not in names(root)  # only the hidden staging tree of the killed run
 
     result = run_cli(*fetch_args(atlas, dest, "--unpack-to", str(root)))
@@ -353,16 +323,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def _wait_for(done: Any, proc: subprocess.Popen[bytes]) -> None:
-    import time
-
-    deadline = time.monotonic() + PATIENCE
-    while not done():
-        assert proc.poll() is None, "fetch ended early"
-        assert time.monotonic() < deadline, "fetch never got there"
-        time.sleep(0.02)
 
 
 # -- fetcher unpack DIR --to ROOT ------------------------------------------------------------
